@@ -92,6 +92,10 @@ class Backbone:
         logits. Never masked or used for scoring; used to sanity-check loaded weights.
     class_names : list of str or None
         Names of the classifier's outputs, when known.
+    collate : callable or None
+        For non-image inputs (e.g. text): maps a list of raw samples (strings) to the
+        module's input, a tensor or a dict of tensors (passed as keyword arguments).
+        ``None`` means image input handled by ``preprocessing``.
     """
 
     name: str
@@ -100,6 +104,7 @@ class Backbone:
     num_features: int | None = None
     classifier: nn.Module | None = None
     class_names: list[str] | None = field(default=None, repr=False)
+    collate: Callable[[list], object] | None = field(default=None, repr=False)
 
 
 BackboneFactory = Callable[..., Backbone]

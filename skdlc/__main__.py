@@ -1,0 +1,5 @@
+import sys
+
+from skdlc._cli import main
+
+sys.exit(main())

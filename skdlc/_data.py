@@ -1,0 +1,263 @@
+"""Scorer input -> batches the backbone can take.
+
+X may be: a uint8 image array (N, H, W, C) or (N, H, W); a float array (N, C, H, W)
+of pixels in [0, 1] (or of model input as-is when the backbone has no preprocessing);
+a 2-d float array (N, F) for a user module that takes vectors; a list of image file
+paths; a list of image arrays of any sizes; a torch ``Dataset`` yielding images (or
+``(image, label)`` pairs); or a list of strings for a text backbone.
+
+Decoding and resizing happen here, once per batch; the engine then runs the batch
+through every masked variant it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ._backbones._base import Backbone, Preprocessing
+
+__all__ = ["Batches", "make_batches", "preprocess_uint8", "ImageReadError", "n_samples"]
+
+
+class ImageReadError(ValueError):
+    """An image file is missing or cannot be decoded; names the file."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        super().__init__(f"cannot read image {path!r}: {reason}")
+
+
+def _is_pathlike_list(X: Any) -> bool:
+    return (
+        isinstance(X, (list, tuple, np.ndarray))
+        and len(X) > 0
+        and all(isinstance(x, (str, os.PathLike)) for x in X[:50])
+    )
+
+
+def n_samples(X: Any) -> int:
+    try:
+        return len(X)
+    except TypeError as exc:
+        raise TypeError(
+            f"X must be an array, a list or a torch Dataset with __len__, got {type(X).__name__}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- images
+def _resize_crop(x: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
+    """Resize the shorter side to input_size / crop_pct, then centre-crop input_size."""
+    h, w = x.shape[-2:]
+    th, tw = pp.input_size
+    scale = max(th / pp.crop_pct / h, tw / pp.crop_pct / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        mode = pp.interpolation if pp.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": nh < h or nw < w}
+        x = F.interpolate(x, size=(nh, nw), mode=mode, **kwargs)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top : top + th, left : left + tw]
+
+
+def _normalise(x: torch.Tensor, pp: Preprocessing, pixel_scale: float) -> torch.Tensor:
+    """x: float (N, 3, H, W) RGB pixels in 0..255 units times pixel_scale/255."""
+    if pp.channel_order == "BGR":
+        x = x.flip(1)
+    mean = torch.tensor(pp.mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(pp.std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x * pixel_scale - mean) / std
+
+
+def preprocess_uint8(images: np.ndarray, pp: Preprocessing) -> torch.Tensor:
+    """uint8 (N, H, W, C) RGB -> normalised float (N, 3, h, w) model input."""
+    # np.require copies read-only slices (e.g. memmaps), which torch cannot wrap.
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)
+    x = x.permute(0, 3, 1, 2).float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 4:
+        x = x[:, :3]
+    return _normalise(_resize_crop(x, pp), pp, pp.scale)
+
+
+def _preprocess_unit_float(x: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
+    """float (N, C, H, W) RGB in [0, 1] -> normalised model input."""
+    x = x.float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return _normalise(_resize_crop(x, pp), pp, pp.scale * 255.0)
+
+
+def _read_image(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ImageReadError(str(path), "no such file")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(str(path), f"not a readable image ({exc})") from exc
+
+
+def _item_to_uint8_or_float(item: Any) -> np.ndarray | torch.Tensor:
+    """One dataset item -> HWC uint8 array, or CHW float tensor in [0, 1]."""
+    if isinstance(item, (tuple, list)) and len(item) >= 1 and not isinstance(item[0], (int, float)):
+        item = item[0]  # (image, label) pairs from torchvision-style datasets
+    if isinstance(item, Image.Image):
+        return np.asarray(item.convert("RGB"))
+    if isinstance(item, (str, os.PathLike)):
+        return _read_image(os.fspath(item))
+    if isinstance(item, torch.Tensor):
+        return item if item.is_floating_point() else item.numpy()
+    arr = np.asarray(item)
+    if arr.dtype == np.uint8:
+        return arr
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+def _stack_items(items: list, pp: Preprocessing) -> torch.Tensor:
+    out = []
+    for it in items:
+        x = _item_to_uint8_or_float(it)
+        if isinstance(x, torch.Tensor):
+            if x.ndim == 2:
+                x = x.unsqueeze(0)
+            out.append(_preprocess_unit_float(x.unsqueeze(0), pp))
+        else:
+            out.append(preprocess_uint8(x[None], pp))
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- batching
+@dataclass
+class Batches(torch.utils.data.Dataset):
+    """A map-style dataset whose i-th item is the i-th ready batch.
+
+    Building whole batches inside DataLoader workers overlaps decoding with the model.
+    """
+
+    n: int
+    batch_size: int
+    make: Callable[[int, int], Any]
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, i: int):
+        start = i * self.batch_size
+        return self.make(start, min(start + self.batch_size, self.n))
+
+
+def check_finite(X: np.ndarray) -> None:
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        bad = int((~np.isfinite(X.reshape(len(X), -1))).any(axis=1).sum())
+        raise ValueError(f"X contains NaN or infinity in {bad} sample(s); clean or drop them first")
+
+
+def _array_batches(X: np.ndarray, backbone: Backbone, batch_size: int) -> Batches:
+    pp = backbone.preprocessing
+    if X.dtype == object:
+        return _list_batches(list(X), backbone, batch_size)
+    if np.iscomplexobj(X):
+        raise ValueError("X has a complex dtype; images must be real-valued")
+    check_finite(X)
+    if pp is None:
+        def make(a, b):
+            return torch.from_numpy(np.require(X[a:b], np.float32, ["C", "W"]))
+        return Batches(len(X), batch_size, make)
+    if X.ndim not in (3, 4):
+        raise ValueError(
+            f"backbone {backbone.name!r} expects images: an array of shape (N, H, W, C) "
+            f"uint8, (N, H, W) or (N, C, H, W) float; got shape {X.shape}"
+        )
+    if X.dtype == np.uint8:
+        return Batches(len(X), batch_size, lambda a, b: preprocess_uint8(X[a:b], pp))
+    if X.ndim == 3:
+        X = X[:, None]
+    if X.shape[1] not in (1, 3):
+        raise ValueError(
+            f"a float image array must be (N, C, H, W) with C in (1, 3), got shape {X.shape}; "
+            "pass uint8 for channels-last images"
+        )
+    return Batches(
+        len(X),
+        batch_size,
+        lambda a, b: _preprocess_unit_float(torch.from_numpy(np.require(X[a:b], requirements=["C", "W"])), pp),
+    )
+
+
+def _list_batches(X: Sequence, backbone: Backbone, batch_size: int) -> Batches:
+    if backbone.collate is not None:
+        items = list(X)
+        return Batches(len(items), batch_size, lambda a, b: backbone.collate(items[a:b]))
+    pp = backbone.preprocessing
+    if pp is None:
+        raise ValueError(
+            f"backbone {backbone.name!r} has no image preprocessing, so X must be a numeric "
+            "array it can take as-is, not a list of files or images"
+        )
+    if _is_pathlike_list(X):
+        missing = [os.fspath(p) for p in X if not os.path.isfile(p)]
+        if missing:
+            more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise ImageReadError(missing[0], f"no such file; missing: {missing[:3]}{more}")
+    return Batches(len(X), batch_size, lambda a, b: _stack_items(list(X[a:b]), pp))
+
+
+def _dataset_batches(ds: torch.utils.data.Dataset, backbone: Backbone, batch_size: int) -> Batches:
+    if backbone.collate is not None:
+        return Batches(len(ds), batch_size, lambda a, b: backbone.collate([ds[i] for i in range(a, b)]))
+    pp = backbone.preprocessing
+    if pp is None:
+        def make(a, b):
+            return torch.stack([torch.as_tensor(_first(ds[i]), dtype=torch.float32) for i in range(a, b)])
+        return Batches(len(ds), batch_size, make)
+    return Batches(len(ds), batch_size, lambda a, b: _stack_items([ds[i] for i in range(a, b)], pp))
+
+
+def _first(item):
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def make_batches(X: Any, backbone: Backbone, batch_size: int) -> Batches:
+    """Wrap X as ready-to-run batches for ``backbone`` (validates X on the way)."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if len(X) == 0:
+            raise ValueError("X is empty: no samples to score")
+        return _array_batches(X, backbone, batch_size)
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, (list, tuple)):
+        if n_samples(X) == 0:
+            raise ValueError("X is empty: no samples to score")
+        return _dataset_batches(X, backbone, batch_size)
+    if isinstance(X, (list, tuple, np.ndarray)):
+        if len(X) == 0:
+            raise ValueError("X is empty: no samples to score")
+        return _list_batches(list(X) if not isinstance(X, list) else X, backbone, batch_size)
+    raise TypeError(
+        "X must be an image array, a list of image paths or arrays, a list of strings "
+        f"(text backbones) or a torch Dataset; got {type(X).__name__}"
+    )
+
+
+def decodes_files(X: Any) -> bool:
+    """Whether reading X costs real decoding work (files, datasets), not just slicing."""
+    return not (isinstance(X, np.ndarray) and X.dtype != object)
+
+
+def path_list(X: Any) -> list[str] | None:
+    return [os.fspath(p) for p in X] if _is_pathlike_list(X) else None
+
+
+def as_path(p: Any) -> Path:
+    return Path(os.fspath(p))

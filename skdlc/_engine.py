@@ -1,0 +1,208 @@
+"""Feature engines: run batches through masked variants of a backbone.
+
+This is the one place that knows about torch devices, masking and batching. The scorer
+asks an engine for the features of every sample under a list of mask ratios and gets
+them back one variant at a time; the ONNX Runtime and distributed paths implement the
+same :class:`FeatureEngine` interface beside the torch one.
+
+Two loop orders, same results:
+
+- variant-major: mask the one model in place, run every batch, restore; the data are
+  read T times, the memory is one model + one batch.
+- batch-major: keep every variant's masked weights and run each decoded batch through
+  all of them (``torch.func.functional_call``); the data are read once. Chosen
+  automatically when the variants' weights and features fit a small memory budget and
+  reading the data costs real decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._backbones._base import Backbone
+from ._data import Batches
+from ._masking import maskable_parameters, masked, masked_state
+
+__all__ = ["FeatureEngine", "TorchEngine", "resolve_device"]
+
+_MEMORY_BUDGET = 2 * 1024**3  # bytes allowed for kept variants + their features
+
+
+class FeatureEngine(Protocol):
+    """What the scorer needs from an engine."""
+
+    def features(
+        self, batches: Batches, ratios: Sequence[float], *, desc: str = ""
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(i, F_i)`` for each ratio ``ratios[i]``: the (N, D) float32 features."""
+        ...
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def _flatten(out, name: str) -> torch.Tensor:
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"backbone {name!r} must return a tensor of features, got {type(out).__name__}"
+        )
+    if out.ndim == 0 or out.numel() == 0:
+        raise ValueError(f"backbone {name!r} returned no features (output shape {tuple(out.shape)})")
+    return out.reshape(out.shape[0], -1)
+
+
+class TorchEngine:
+    """Run a backbone's masked variants with PyTorch.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    masking : {"layer", "global"}
+    device : torch.device
+    keep_variants : bool or "auto"
+        Batch-major order (see module docstring); "auto" decides from the model size.
+    num_workers : int
+        DataLoader workers that decode batches while the model runs.
+    verbose : bool
+        tqdm progress bar over variants x batches.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        masking: str = "layer",
+        device: torch.device = torch.device("cpu"),
+        keep_variants: bool | str = "auto",
+        num_workers: int = 0,
+        verbose: bool = False,
+    ):
+        self.backbone = backbone
+        self.masking = masking
+        self.device = device
+        self.keep_variants = keep_variants
+        self.num_workers = num_workers
+        self.verbose = verbose
+        self.module = backbone.module
+        self.n_forward_batches = 0  # forward passes run, for tests and benchmarks
+
+    # ------------------------------------------------------------------ helpers
+    def _loader(self, batches: Batches):
+        workers = self.num_workers if len(batches) > 1 else 0
+        return torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=2 if workers else None,
+        )
+
+    @contextlib.contextmanager
+    def _ready(self):
+        """Module on the device, in eval mode; previous mode restored after."""
+        was_training = self.module.training
+        self.module.to(self.device).eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.module.train(was_training)
+
+    def _forward(self, x, params: dict | None = None) -> torch.Tensor:
+        self.n_forward_batches += 1
+        if params:
+            call = lambda *a, **k: torch.func.functional_call(self.module, params, a, k, strict=False)
+        else:
+            call = self.module
+        out = call(**x) if isinstance(x, dict) else call(x)
+        return _flatten(out, self.backbone.name).float()
+
+    def _use_batch_major(self, batches: Batches, ratios: Sequence[float], decodes: bool) -> bool:
+        if self.keep_variants != "auto":
+            return bool(self.keep_variants)
+        if len(ratios) < 2 or not decodes:
+            return False
+        weight_bytes = sum(p.numel() * p.element_size() for _, p in maskable_parameters(self.module))
+        dim = self.backbone.num_features or 2048
+        feat_bytes = len(ratios) * batches.n * dim * 4
+        return (len(ratios) - 1) * weight_bytes + feat_bytes <= _MEMORY_BUDGET
+
+    def _bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc or "DLC", unit="batch", disable=not self.verbose, leave=False)
+
+    # ------------------------------------------------------------------ public
+    def features(
+        self,
+        batches: Batches,
+        ratios: Sequence[float],
+        *,
+        desc: str = "",
+        decodes: bool = True,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        if self._use_batch_major(batches, ratios, decodes):
+            yield from self._batch_major(batches, ratios, desc)
+        else:
+            yield from self._variant_major(batches, ratios, desc)
+
+    def _variant_major(self, batches, ratios, desc):
+        with self._ready(), self._bar(len(batches) * len(ratios), desc) as bar:
+            for i, r in enumerate(ratios):
+                bar.set_postfix_str(f"ratio {r:.2f}")
+                feats = None
+                with masked(self.module, r, self.masking):
+                    for j, x in enumerate(self._loader(batches)):
+                        f = self._forward(_to_device(x, self.device)).cpu().numpy()
+                        if feats is None:
+                            feats = np.empty((batches.n, f.shape[1]), dtype=np.float32)
+                        start = j * batches.batch_size
+                        feats[start : start + len(f)] = f
+                        bar.update()
+                yield i, feats
+
+    def _batch_major(self, batches, ratios, desc):
+        with self._ready(), self._bar(len(batches) * len(ratios), desc) as bar:
+            states = [masked_state(self.module, r, self.masking) for r in ratios]
+            feats: list[np.ndarray | None] = [None] * len(ratios)
+            for j, x in enumerate(self._loader(batches)):
+                x = _to_device(x, self.device)
+                start = j * batches.batch_size
+                for i, params in enumerate(states):
+                    f = self._forward(x, params).cpu().numpy()
+                    if feats[i] is None:
+                        feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
+                    feats[i][start : start + len(f)] = f
+                    bar.update()
+            del states
+        yield from enumerate(feats)
+
+
+def default_num_workers(decodes: bool) -> int:
+    """Decoding workers: none for in-memory arrays, up to 4 for files."""
+    if not decodes:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
