@@ -1,0 +1,449 @@
+"""Selection rules: which samples of one class to keep, given their hardness scores.
+
+Pure numpy. Every function works on the scores of ONE class (or of one group, e.g. a
+whole instruction data set) and returns exactly ``n_keep`` distinct indices into
+``scores``, sorted ascending. :class:`skdlc._sampler.FlexRandSampler` calls
+:func:`select` once per class.
+
+Conventions shared by all strategies
+------------------------------------
+Rank
+    Samples are ordered by ``(score, index)``: ascending score, ties broken by the
+    original position (a stable sort). "Easiest" means lowest rank, "hardest" means
+    highest rank. Every tie is therefore resolved deterministically.
+Easy / hard split (``gamma``)
+    The easy interval is the ``n_easy = round_half_up(gamma * N)`` lowest-ranked
+    samples, the hard interval the other ``N - n_easy``. This is the paper's
+    ``S < S_gamma`` / ``S >= S_gamma`` split made by rank instead of by value, so that
+    ties at the quantile ``S_gamma`` cannot make one interval larger than
+    ``gamma * N``; tied samples that straddle the split are assigned by position.
+    ``n_easy`` may be 0 or ``N`` for extreme ``gamma`` and tiny classes; the shortfall
+    rule below then takes everything from the other interval.
+Half shares and shortfall
+    ``flexrand`` and ``flexible`` want ``M / 2`` samples from each interval. When one
+    interval holds fewer samples than its share, it gives all it has and the other
+    interval supplies the rest, so exactly ``M`` are kept.
+Rounding
+    ``round_half_up(x) = floor(x + 0.5)`` after rounding ``x`` to 9 decimals (so that
+    ``0.29 * 50 = 14.499999999999998`` counts as 14.5 and gives 15). Python's built-in
+    ``round`` rounds half to even, which is not what the method's "round" means.
+"""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+__all__ = [
+    "STRATEGIES",
+    "round_half_up",
+    "n_to_keep",
+    "rank_order",
+    "n_easy",
+    "select",
+    "select_flexrand",
+    "select_random",
+    "select_easy",
+    "select_hard",
+    "select_flexible",
+    "select_bins",
+]
+
+#: Names accepted by :func:`select`, default first.
+STRATEGIES = ("flexrand", "random", "easy", "hard", "flexible", "bins")
+
+
+# --------------------------------------------------------------------------- helpers
+def round_half_up(x):
+    """Round a non-negative real half up (``2.5 -> 3``), absorbing float error.
+
+    Parameters
+    ----------
+    x : float
+        Value to round.
+
+    Returns
+    -------
+    n : int
+        ``floor(round(x, 9) + 0.5)``.
+    """
+    return int(math.floor(round(float(x), 9) + 0.5))
+
+
+def n_to_keep(n_samples, keep_ratio):
+    """Number of samples to keep from a group of ``n_samples``: at least one.
+
+    Parameters
+    ----------
+    n_samples : int
+        Size of the group (class), at least 1.
+    keep_ratio : float
+        Fraction to keep, in ``(0, 1]``.
+
+    Returns
+    -------
+    n_keep : int
+        ``min(n_samples, max(1, round_half_up(keep_ratio * n_samples)))``.
+    """
+    return min(int(n_samples), max(1, round_half_up(keep_ratio * n_samples)))
+
+
+def rank_order(scores):
+    """Indices of ``scores`` from easiest to hardest (stable: ties by position).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples,)
+        Hardness scores, higher is harder.
+
+    Returns
+    -------
+    order : ndarray of shape (n_samples,)
+        ``order[0]`` is the easiest sample, ``order[-1]`` the hardest.
+    """
+    return np.argsort(scores, kind="stable")
+
+
+def n_easy(n_samples, gamma):
+    """Size of the easy interval: ``round_half_up(gamma * n_samples)``.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of samples in the group.
+    gamma : float
+        Quantile of the split, in ``(0, 1)``.
+
+    Returns
+    -------
+    n_easy : int
+        Between 0 and ``n_samples``.
+    """
+    return min(int(n_samples), round_half_up(gamma * n_samples))
+
+
+def _shares(n_keep, n_lo, n_hi, lo_first):
+    """Split ``n_keep`` into half shares from two intervals of sizes ``n_lo``, ``n_hi``.
+
+    ``lo_first`` says whether the low interval gets ``ceil(M/2)`` (True) or
+    ``floor(M/2)`` (False) before the shortfall rule is applied.
+    """
+    want_lo = (n_keep + 1) // 2 if lo_first else n_keep // 2
+    take_lo = min(want_lo, n_lo)
+    take_hi = n_keep - take_lo
+    if take_hi > n_hi:  # the hard interval is short: the easy one makes up for it
+        take_hi = n_hi
+        take_lo = n_keep - n_hi
+    return take_lo, take_hi
+
+
+def _check_rng(rng):
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(
+        f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}."
+    )
+
+
+def _check_gamma(gamma):
+    if (
+        not isinstance(gamma, Real)
+        or isinstance(gamma, bool)
+        or not (0.0 < float(gamma) < 1.0)
+    ):
+        raise ValueError(f"gamma must be a real number in (0, 1), got {gamma!r}.")
+    return float(gamma)
+
+
+def _check_inputs(scores, n_keep):
+    """Validate ``scores`` (1-D, finite, numeric) and ``n_keep`` (int in [0, N])."""
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(
+            "scores must be a 1-D array (one class's scores), "
+            f"got shape {scores.shape}."
+        )
+    if scores.dtype.kind not in "biuf":
+        raise ValueError(f"scores must be numeric, got dtype {scores.dtype}.")
+    scores = scores.astype(np.float64, copy=False)
+    n_bad = int(np.count_nonzero(~np.isfinite(scores)))
+    if n_bad:
+        raise ValueError(
+            f"scores contain {n_bad} non-finite value(s) (NaN or inf) out of "
+            f"{scores.size}; every sample needs a finite score."
+        )
+    if not isinstance(n_keep, Integral) or isinstance(n_keep, bool):
+        raise TypeError(f"n_keep must be an integer, got {type(n_keep).__name__}.")
+    n_keep = int(n_keep)
+    if not 0 <= n_keep <= scores.size:
+        raise ValueError(
+            f"n_keep must be between 0 and the number of scores ({scores.size}), "
+            f"got {n_keep}."
+        )
+    return scores, n_keep
+
+
+def _done(indices):
+    return np.sort(np.asarray(indices, dtype=np.intp))
+
+
+# ------------------------------------------------------------------------ strategies
+def select_flexrand(scores, n_keep, gamma=0.5, rng=None):
+    """FlexRand: half of the kept samples at random from each side of the gamma split.
+
+    The easy interval is the ``round_half_up(gamma * N)`` lowest-ranked samples, the
+    hard interval the rest (see the module docstring for rank and ties). ``M / 2``
+    samples are drawn uniformly without replacement from each interval. For odd
+    ``M`` the extra sample goes to the easy or the hard interval with probability
+    1/2 (a coin from ``rng``), so that each interval gets ``M / 2`` samples in
+    expectation, as in the paper's ``p(x) = M / (2 N gamma)``. When an interval holds
+    fewer samples than its share, all of them are kept and the other interval
+    supplies the rest, so exactly ``M`` samples are kept.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class, higher is harder.
+    n_keep : int
+        Number of samples to keep, ``0 <= n_keep <= n_samples``.
+    gamma : float, default=0.5
+        Quantile of the easy/hard split, in ``(0, 1)``.
+    rng : numpy.random.Generator, default=None
+        Source of randomness; None uses a fresh unseeded generator.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    gamma = _check_gamma(gamma)
+    rng = _check_rng(rng)
+    order = rank_order(scores)
+    n_lo = n_easy(scores.size, gamma)
+    easy_gets_odd = bool(n_keep % 2) and bool(rng.integers(2))
+    take_lo, take_hi = _shares(n_keep, n_lo, scores.size - n_lo, easy_gets_odd)
+    lo = rng.choice(order[:n_lo], size=take_lo, replace=False)
+    hi = rng.choice(order[n_lo:], size=take_hi, replace=False)
+    return _done(np.concatenate([lo, hi]))
+
+
+def select_random(scores, n_keep, rng=None):
+    """Keep ``n_keep`` samples uniformly at random, ignoring the scores.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class (only their number and validity matter).
+    n_keep : int
+        Number of samples to keep.
+    rng : numpy.random.Generator, default=None
+        Source of randomness.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    rng = _check_rng(rng)
+    return _done(rng.choice(scores.size, size=n_keep, replace=False))
+
+
+def select_easy(scores, n_keep):
+    """Top-K easiest (T-E): the ``n_keep`` lowest-ranked samples.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class.
+    n_keep : int
+        Number of samples to keep.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    return _done(rank_order(scores)[:n_keep])
+
+
+def select_hard(scores, n_keep):
+    """Top-K hardest (T-H): the ``n_keep`` highest-ranked samples.
+
+    Among tied scores the later position counts as harder (same rank as everywhere).
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class.
+    n_keep : int
+        Number of samples to keep.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    return _done(rank_order(scores)[scores.size - n_keep :])
+
+
+def select_flexible(scores, n_keep, gamma=0.5):
+    """Top-K flexible (T-F): the deterministic counterpart of FlexRand.
+
+    Same easy/hard split and the same half shares as :func:`select_flexrand`, but
+    instead of drawing at random each interval gives the samples nearest to the
+    split point ``S_gamma``: the hardest ``ceil(M/2)`` of the easy interval and the
+    easiest ``floor(M/2)`` of the hard interval (for odd ``M`` the extra sample is
+    the easy side's). With the shortfall rule, the result is the contiguous window of
+    ``M`` ranks around rank ``n_easy``, clipped to the ends of the ranking.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class.
+    n_keep : int
+        Number of samples to keep.
+    gamma : float, default=0.5
+        Quantile of the easy/hard split, in ``(0, 1)``.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    gamma = _check_gamma(gamma)
+    order = rank_order(scores)
+    n_lo = n_easy(scores.size, gamma)
+    take_lo, take_hi = _shares(n_keep, n_lo, scores.size - n_lo, True)
+    return _done(order[n_lo - take_lo : n_lo + take_hi])
+
+
+def _bin_quotas(sizes, n_keep, rng):
+    """Water-filling: spread ``n_keep`` over bins as evenly as their sizes allow.
+
+    Bins too small for the even share give all their samples; the rest is spread
+    evenly over the others; a remainder smaller than the number of open bins goes one
+    each to bins chosen uniformly at random.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    quotas = np.zeros_like(sizes)
+    open_ = np.ones(sizes.size, dtype=bool)
+    left = n_keep
+    while left > 0:
+        n_open = int(open_.sum())
+        share = left // n_open
+        full = open_ & (sizes - quotas <= share)
+        if full.any():  # these bins cannot take a full share: take all of them
+            left -= int((sizes[full] - quotas[full]).sum())
+            quotas[full] = sizes[full]
+            open_ &= ~full
+            continue
+        quotas[open_] += share
+        left -= share * n_open
+        if left:  # fewer than n_open left; each open bin still has room for one more
+            lucky = rng.choice(np.flatnonzero(open_), size=left, replace=False)
+            quotas[lucky] += 1
+            left = 0
+    return quotas
+
+
+def select_bins(scores, n_keep, n_bins=10, rng=None):
+    """Dataset-Quantization-style bins: equal-count score bins, random within each.
+
+    The samples are sorted by rank and cut into ``min(n_bins, N)`` contiguous bins of
+    equal count (sizes differ by at most one; the first ``N % n_bins`` bins are the
+    larger ones). Each bin gets ``M // n_bins`` samples, drawn uniformly without
+    replacement; the ``M % n_bins`` remaining samples go one each to bins chosen
+    uniformly at random. A bin too small for its share gives all it has and the
+    excess spills over evenly to the other bins, so exactly ``M`` are kept.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class.
+    n_keep : int
+        Number of samples to keep.
+    n_bins : int, default=10
+        Number of bins, at least 1.
+    rng : numpy.random.Generator, default=None
+        Source of randomness.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    if not isinstance(n_bins, Integral) or isinstance(n_bins, bool) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}.")
+    rng = _check_rng(rng)
+    if scores.size == 0:
+        return _done([])
+    bins = np.array_split(rank_order(scores), min(int(n_bins), scores.size))
+    quotas = _bin_quotas([b.size for b in bins], n_keep, rng)
+    picked = [rng.choice(b, size=q, replace=False) for b, q in zip(bins, quotas)]
+    return _done(np.concatenate(picked))
+
+
+def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=10):
+    """Select ``n_keep`` samples of one class by the named strategy.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores of one class, higher is harder. Must be finite.
+    n_keep : int
+        Number of samples to keep, ``0 <= n_keep <= n_samples``.
+    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins"}, \
+            default="flexrand"
+        ``"flexrand"``: :func:`select_flexrand`; ``"random"``: :func:`select_random`;
+        ``"easy"`` (T-E): :func:`select_easy`; ``"hard"`` (T-H): :func:`select_hard`;
+        ``"flexible"`` (T-F): :func:`select_flexible`; ``"bins"``:
+        :func:`select_bins`.
+    gamma : float, default=0.5
+        Quantile of the easy/hard split, in ``(0, 1)``. Used by ``"flexrand"`` and
+        ``"flexible"``; validated for every strategy.
+    rng : numpy.random.Generator, default=None
+        Source of randomness for ``"flexrand"``, ``"random"`` and ``"bins"``.
+    n_bins : int, default=10
+        Number of bins for ``"bins"``.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_keep,)
+        Sorted distinct indices into ``scores``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdlc._selection import select
+    >>> scores = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2])
+    >>> select(scores, 2, "easy")
+    array([1, 5])
+    >>> select(scores, 2, "hard")
+    array([0, 4])
+    >>> select(scores, 2, "flexible", gamma=0.5)
+    array([2, 3])
+    >>> len(select(scores, 4, "flexrand", rng=np.random.default_rng(0)))
+    4
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+    gamma = _check_gamma(gamma)
+    if strategy == "flexrand":
+        return select_flexrand(scores, n_keep, gamma, rng)
+    if strategy == "random":
+        return select_random(scores, n_keep, rng)
+    if strategy == "easy":
+        return select_easy(scores, n_keep)
+    if strategy == "hard":
+        return select_hard(scores, n_keep)
+    if strategy == "flexible":
+        return select_flexible(scores, n_keep, gamma)
+    return select_bins(scores, n_keep, n_bins, rng)
