@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -77,6 +79,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         Spearman correlation at which ``mask_ratios="auto"`` stops growing the path.
     max_ratios : int, default=10
         Longest path ``mask_ratios="auto"`` may grow.
+    image_size : int or None, default=None
+        Score at this square input size instead of the backbone's own (e.g. 128 for
+        a faster, coarser pass on small images). None keeps the backbone's size.
     batch_size : int, default=64
     num_workers : int or None, default=None
         Processes decoding images while the model runs; None: none for in-memory
@@ -143,6 +148,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "embedding": ["boolean"],
         "auto_tol": [Interval(Real, 0, 1, closed="neither")],
         "max_ratios": [Interval(Integral, 2, len(PAPER_GRID), closed="both")],
+        "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "keep_variants": ["boolean", StrOptions({"auto"})],
@@ -164,6 +170,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         embedding: bool = False,
         auto_tol: float = 0.99,
         max_ratios: int = 10,
+        image_size: int | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         keep_variants: bool | str = "auto",
@@ -181,6 +188,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self.embedding = embedding
         self.auto_tol = auto_tol
         self.max_ratios = max_ratios
+        self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.keep_variants = keep_variants
@@ -264,11 +272,15 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ internals
     def _check_X(self, X, *, reset: bool):
         """Validate array input the sklearn way; pass files, lists, datasets through."""
+        if sparse.issparse(X):
+            check_array(X, accept_sparse=False)  # raises sklearn's "sparse" TypeError
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
-        if not isinstance(X, (np.ndarray, list, tuple, torch.utils.data.Dataset)) and hasattr(X, "__array__"):
-            X = np.asarray(X) if not hasattr(X, "columns") else X
-        if hasattr(X, "columns") or (isinstance(X, np.ndarray) and X.dtype != object and X.ndim == 2):
+        if _is_rows_of_numbers(X):
+            X = np.asarray(X)  # a list of feature vectors, e.g. X.tolist()
+        elif not isinstance(X, (np.ndarray, list, tuple, torch.utils.data.Dataset)) and hasattr(X, "__array__"):
+            X = X if hasattr(X, "columns") else np.asarray(X)
+        if hasattr(X, "columns") or (isinstance(X, np.ndarray) and X.ndim == 2):
             return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
         if isinstance(X, np.ndarray) and X.dtype != object:
             check_finite(X)
@@ -281,6 +293,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _load_backbone(self) -> Backbone:
         bb = create_backbone(self.backbone)
+        if self.image_size is not None and bb.preprocessing is not None:
+            bb = dataclasses.replace(
+                bb, preprocessing=dataclasses.replace(bb.preprocessing, input_size=(self.image_size,) * 2)
+            )
         device = self._device()
         param = next(iter(bb.module.parameters()), None)
         if not isinstance(self.backbone, str) and param is not None and param.device != device:
@@ -318,6 +334,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                 "embedding": bool(self.embedding),
                 "auto_tol": float(self.auto_tol),
                 "max_ratios": int(self.max_ratios),
+                "image_size": self.image_size,
             }
         )
 
@@ -429,6 +446,15 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         if not self.embedding:
             return losses
         return np.hstack([emb.astype(np.float64), losses])
+
+
+def _is_rows_of_numbers(X) -> bool:
+    if not isinstance(X, (list, tuple)) or not X:
+        return False
+    first = X[0]
+    if isinstance(first, (list, tuple)):
+        return all(isinstance(v, Real) for v in first)
+    return isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "biuf"
 
 
 class _PathAccumulator:
