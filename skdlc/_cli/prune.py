@@ -1,0 +1,304 @@
+"""``skdlc prune DATA --keep 0.3``: score an image data set with DLC, keep a FlexRand subset.
+
+Outputs, in ``--out`` (every file written atomically, and only once everything was
+computed, so a failed run leaves ``--out`` untouched):
+
+- ``kept.csv``: the kept manifest, ``path,label,score`` (absolute paths, input order),
+  itself a valid DATA for another ``skdlc prune``;
+- ``scores.csv``: every sample, ``path,label,score,kept``;
+- ``summary.json``: counts per class before/after, gamma (and its search), backbone,
+  mask ratios, timings, notes; the same summary is printed;
+- ``skipped.csv`` (``--on-error skip`` only): ``path,reason`` of every unreadable image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._selection import STRATEGIES, round_half_up
+from . import CLIError
+from ._common import (
+    check_images,
+    counts_by_class,
+    fmt_score,
+    parse_gamma,
+    parse_keep,
+    parse_mask_ratios,
+    parse_positive_int,
+    read_labelled_images,
+    write_csv,
+    write_json,
+)
+
+__all__ = ["add_parser", "run"]
+
+_DESCRIPTION = """\
+Score every image of DATA with DLC (a pre-trained backbone masked at several ratios;
+no training) and keep KEEP of every class with FlexRand: half drawn at random from the
+easy part of the class (scores below the class's gamma-quantile), half from the hard
+part.
+
+DATA is an image folder (one subfolder per class; images anywhere below it) or a CSV
+manifest with a header holding 'path' and 'label' columns (relative paths are
+resolved against the CSV's folder).
+
+Unreadable images: by default the run stops before scoring and names the first bad
+file (--on-error fail); with --on-error skip they are left out and listed in
+skipped.csv and summary.json.
+"""
+
+_EPILOG = """\
+examples:
+  skdlc prune photos/ --keep 0.3
+  skdlc prune train.csv --keep 0.5 --gamma auto --out pruned/
+  skdlc prune photos/ --keep 0.2 --image-size 128 --cache ~/.cache/skdlc/scores
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prune",
+        help="keep a DLC + FlexRand subset of an image folder or CSV manifest",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA", help="image folder (one subfolder per class) or CSV manifest (path,label)")
+    p.add_argument("--keep", required=True, metavar="RATIO",
+                   help="fraction of every class to keep, in (0, 1]; each class keeps at least one image")
+    p.add_argument("--gamma", default="0.5", metavar="G|auto",
+                   help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': tune it on a 20%% "
+                        "validation split with a logistic-regression probe on the backbone's "
+                        "embedding, as in the paper (default: 0.5)")
+    p.add_argument("--strategy", default="flexrand",
+                   choices=STRATEGIES,
+                   help="how each class's subset is chosen from its scores (default: flexrand)")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="registered backbone name (see skdlc.list_backbones(); offline: "
+                        "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
+                        "torchvision model name (default: efficientnet_lite0)")
+    p.add_argument("--mask-ratios", default="5", metavar="T|auto|R1,R2,...",
+                   help="the masking path: a count drawn from the paper's grid (always with the "
+                        "unmasked model), 'auto', or explicit ratios in [0, 1) (default: 5)")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="score at this square input size instead of the backbone's (faster when smaller)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="processes decoding images while the model runs (default: automatic)")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the mask-ratio draw, the gamma search and the sampler (default: 0)")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="joblib cache folder for scores: a rerun with the same data and settings skips scoring")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="unreadable or missing image: stop naming it (default), or leave it out and list "
+                        "it in skipped.csv")
+    p.add_argument("--tune-repeats", default="3", metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output folder (default: ./<DATA name>_pruned); created if needed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def _default_out(data: str) -> Path:
+    src = Path(os.path.abspath(os.path.expanduser(data)))
+    stem = src.name if src.is_dir() else src.stem
+    return Path.cwd() / f"{stem or 'data'}_pruned"
+
+
+def _image_read_error(exc: BaseException) -> str | None:
+    """The 'cannot read image ...' message inside an error from a DataLoader worker."""
+    m = re.search(r"cannot read image '[^']*': [^\n]*", str(exc))
+    return m.group(0) if m else None
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    keep = parse_keep(args.keep)
+    gamma = parse_gamma(args.gamma)
+    mask_ratios = parse_mask_ratios(args.mask_ratios)
+    tune_repeats = parse_positive_int(args.tune_repeats, "--tune-repeats")
+    if gamma == "auto" and args.strategy not in ("flexrand", "flexible"):
+        raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
+                       f"strategy {args.strategy!r} does not use gamma")
+    out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    verbose = not args.quiet
+
+    # 1. Read and check the data, so every input problem shows up before scoring; the
+    # backbone is built in between so a bad name fails before any image is decoded.
+    from .. import DLCScorer, FlexRandSampler, create_backbone
+
+    data = read_labelled_images(args.data)
+    backbone = create_backbone(args.backbone)
+    data = check_images(data, args.on_error, verbose=verbose)
+    before = counts_by_class(data.labels)
+    if len(before) < 2:
+        (only,) = before
+        raise CLIError(
+            f"{data.source} has a single class ({only!r}, {before[only]} images); DLC "
+            "scores compare a sample with every class's prototype, so it needs at least two"
+        )
+    t_read = time.perf_counter() - t0
+
+    # 2. Score.
+    scorer = DLCScorer(
+        backbone,
+        mask_ratios=mask_ratios,
+        embedding=gamma == "auto" and keep < 1,  # the probe's features
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        memory=os.path.expanduser(args.cache) if args.cache else None,
+        random_state=args.seed,
+        verbose=verbose,
+    )
+    t1 = time.perf_counter()
+    try:
+        Xt = scorer.fit_transform(data.paths, data.labels)
+    except RuntimeError as exc:  # an image that broke inside a DataLoader worker
+        msg = _image_read_error(exc)
+        if msg is None:
+            raise
+        raise CLIError(f"{msg}; pass --on-error skip to leave unreadable images out") from None
+    t_score = time.perf_counter() - t1
+    n_classes = len(scorer.classes_)
+    per_class = Xt[:, -n_classes:]
+    y_idx = np.searchsorted(scorer.classes_, data.labels)
+    scores = per_class[np.arange(len(data)), y_idx]
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).sum())
+        raise CLIError(f"the backbone gave non-finite scores for {bad} image(s); check the "
+                       "backbone's output (NaN features?)")
+
+    # 3. gamma.
+    t2 = time.perf_counter()
+    search = None
+    notes = list(data.notes)
+    if gamma == "auto":
+        from ..tuning import tune_gamma
+
+        if keep == 1:
+            notes.append("--keep 1 keeps everything; gamma search skipped")
+            gamma_used = 0.5
+        else:
+            res = tune_gamma(
+                Xt, data.labels, keep_ratio=keep, strategy=args.strategy,
+                n_repeats=tune_repeats, random_state=args.seed, verbose=verbose,
+            )
+            gamma_used = res.best_gamma
+            search = {
+                "procedure": "stratified 80/20 split; FlexRand on the 80% at --keep for each gamma; "
+                             "StandardScaler + LogisticRegression on the full model's embedding; "
+                             "accuracy on the 20%; mean over repeats",
+                "n_train": int(res.train_indices.size),
+                "n_validation": int(res.validation_indices.size),
+                "n_repeats": tune_repeats,
+                "gammas": res.gammas.tolist(),
+                "mean_accuracy": [round(float(a), 6) for a in res.mean_accuracy],
+                "std_accuracy": [round(float(a), 6) for a in res.std_accuracy],
+                "random_subset_accuracy": round(float(np.mean(res.random_accuracy)), 6),
+                "best_gamma": gamma_used,
+            }
+        gamma_source = "auto"
+    elif args.strategy in ("flexrand", "flexible"):
+        gamma_used, gamma_source = float(gamma), "fixed"
+    else:
+        gamma_used, gamma_source = None, f"unused by strategy {args.strategy!r}"
+    t_tune = time.perf_counter() - t2
+
+    # 4. Select from ALL the data.
+    sampler = FlexRandSampler(
+        keep, 0.5 if gamma_used is None else gamma_used, strategy=args.strategy, random_state=args.seed
+    ).fit(scores[:, None], data.labels)
+    kept_mask = np.zeros(len(data), dtype=bool)
+    kept_mask[sampler.sample_indices_] = True
+    after = counts_by_class(data.labels[kept_mask])
+    for label, n in before.items():
+        if round_half_up(keep * n) == 0:
+            notes.append(f"class {label!r} has {n} image(s): {keep:g} of it rounds to 0; kept 1 "
+                         "(every class keeps at least one)")
+
+    # 5. Write: all computed, now the files (each atomic; summary.json last).
+    total = time.perf_counter() - t0
+    input_size = list(scorer.backbone_.preprocessing.input_size) if scorer.backbone_.preprocessing else None
+    summary = {
+        "data": str(data.source),
+        "data_kind": data.kind,
+        "n_images": len(data),
+        "n_kept": int(kept_mask.sum()),
+        "keep_ratio": keep,
+        "classes": [{"label": c, "before": before[c], "kept": after.get(c, 0)} for c in before],
+        "strategy": args.strategy,
+        "gamma": gamma_used,
+        "gamma_source": gamma_source,
+        "gamma_search": search,
+        "backbone": backbone.name,
+        "input_size": input_size,
+        "mask_ratios": [float(r) for r in scorer.mask_ratios_],
+        "seed": args.seed,
+        "on_error": args.on_error,
+        "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
+        "notes": notes,
+        "time_s": {"read_and_check": round(t_read, 3), "scoring": round(t_score, 3),
+                   "gamma_search": round(t_tune, 3), "total": round(total, 3)},
+        "outputs": {"kept": "kept.csv", "scores": "scores.csv", "summary": "summary.json"},
+    }
+    if args.on_error == "skip":
+        summary["outputs"]["skipped"] = "skipped.csv"
+    labels = data.labels.tolist()
+    write_csv(out / "scores.csv", ("path", "label", "score", "kept"),
+              ((p, l, fmt_score(s), int(k)) for p, l, s, k in zip(data.paths, labels, scores, kept_mask)))
+    write_csv(out / "kept.csv", ("path", "label", "score"),
+              ((data.paths[i], labels[i], fmt_score(scores[i])) for i in sampler.sample_indices_))
+    if args.on_error == "skip":
+        write_csv(out / "skipped.csv", ("path", "reason"), data.skipped)
+    write_json(out / "summary.json", summary)
+    _print_summary(summary, out)
+    return 0
+
+
+def _print_summary(s: dict, out: Path) -> None:
+    p = lambda *a: print(*a, file=sys.stdout)  # noqa: E731
+    pct = 100.0 * s["n_kept"] / s["n_images"]
+    p(f"skdlc prune: kept {s['n_kept']} of {s['n_images']} images ({pct:.1f}%) in "
+      f"{len(s['classes'])} classes from {s['data']}")
+    size = f" at {s['input_size'][0]}x{s['input_size'][1]}" if s["input_size"] else ""
+    p(f"  backbone {s['backbone']}{size}; mask ratios "
+      + ", ".join(f"{r:.2f}" for r in s["mask_ratios"]))
+    g = s["gamma_search"]
+    if s["gamma"] is None:
+        p(f"  strategy {s['strategy']} (gamma not used)")
+    elif g:
+        best = g["gammas"].index(s["gamma"])
+        p(f"  strategy {s['strategy']}, gamma {s['gamma']:g} (auto: validation accuracy "
+          f"{g['mean_accuracy'][best]:.3f} vs {g['random_subset_accuracy']:.3f} for a random subset; "
+          f"{g['n_train']} train / {g['n_validation']} validation images)")
+    else:
+        p(f"  strategy {s['strategy']}, gamma {s['gamma']:g} ({s['gamma_source']})")
+    width = max([5] + [len(str(c["label"])) for c in s["classes"]])
+    p(f"  {'class':<{width}}  {'before':>7}  {'kept':>7}")
+    rows = s["classes"]
+    shown = rows if len(rows) <= 30 else rows[:25]
+    for c in shown:
+        p(f"  {c['label']:<{width}}  {c['before']:>7}  {c['kept']:>7}")
+    if len(shown) < len(rows):
+        p(f"  ... {len(rows) - len(shown)} more classes in summary.json")
+    for note in s["notes"]:
+        p(f"  note: {note}")
+    if s["skipped"]:
+        p(f"  skipped {len(s['skipped'])} unreadable image(s), listed in {out / 'skipped.csv'}")
+    t = s["time_s"]
+    p(f"  time: {t['total']:.1f} s (reading {t['read_and_check']:.1f} s, scoring {t['scoring']:.1f} s, "
+      f"gamma search {t['gamma_search']:.1f} s)")
+    p(f"  wrote {out / 'kept.csv'}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else ""))
