@@ -1,0 +1,163 @@
+"""Ablations of DLCScorer's settings, on cached forward passes.
+
+    nice -n 15 python benchmarks/ablations.py --dataset cifar10 --backbone efficientnet_lite0
+    nice -n 15 python benchmarks/ablations.py --gamma-study --dataset cifar10   # fixed gammas
+    python benchmarks/plots.py
+
+Same data, split, probe and gamma tuning as ``image_pruning.py`` (its forward passes are
+shared through the same joblib cache). For each variant of DLCScorer's parameters it
+reports (gamma tuned over 0.1, 0.3, ..., 0.9) the class-averaged Spearman correlation with S_Opt, the mean accuracy gain of
+DLC + FlexRand over Random over the keep ratios, and the scoring time (forward passes of
+the path + losses). Variants change one setting of the defaults at a time:
+
+- masking: "layer" (paper) vs "global" (official code);
+- ratio range: the paper's grid 2-98% (the default draws 5 from it) vs the official
+  code's 0-63%;
+- prototypes: "masked" (paper) vs "unmasked" (official code);
+- logits: cosine with temperature 0.05 / 0.1 / 0.5 / 1, inverse distance (official
+  code), negative squared distance;
+- path length |T| = 1, 3, 5 (default), 10 and "auto" (grown until successive rankings agree at 0.99);
+- the official code's whole configuration (global, unmasked, inverse distance, 0-63%).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import image_pruning as ip  # noqa: E402
+
+from skdlc._ratios import auto_ratio_order, resolve_mask_ratios  # noqa: E402
+from skdlc.baselines import SOptScorer, class_spearman  # noqa: E402
+
+OFFICIAL_RANGE = (0.0, 0.16, 0.32, 0.48, 0.63)
+#: Coarser gamma grid than the main benchmark's 19 values, to fit ~15 variants on a CPU
+#: (run with --keep-ratios 0.1 0.3 0.5 0.7 0.9 for the same reason; see results/README.md).
+GAMMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def variants(full: bool = True) -> dict[str, dict]:
+    base = dict(ratios=resolve_mask_ratios(5, 0), masking="layer", prototypes="masked",
+                logits="cosine", temperature=0.1)
+    v = {"default (layer, 5 of 2-98%, masked, cosine T=0.1)": base}
+    v["masking=global"] = {**base, "masking": "global"}
+    v["ratios 0-63% (official)"] = {**base, "ratios": OFFICIAL_RANGE}
+    v["prototypes=unmasked"] = {**base, "prototypes": "unmasked"}
+    for t in (0.05, 0.5, 1.0):
+        v[f"cosine T={t}"] = {**base, "temperature": t}
+    v["logits=inverse_distance"] = {**base, "logits": "inverse_distance"}
+    v["logits=neg_sq_distance"] = {**base, "logits": "neg_sq_distance"}
+    if full:
+        for n in (1, 3, 10):
+            v[f"|T|={n}"] = {**base, "ratios": resolve_mask_ratios(n, 0)}
+        v["|T|=auto"] = {**base, "ratios": "auto"}
+        v["official code (global, unmasked, 1/d, 0-63%)"] = dict(
+            ratios=OFFICIAL_RANGE, masking="global", prototypes="unmasked",
+            logits="inverse_distance", temperature=1.0)
+    return v
+
+
+def auto_path(store, y_idx, K, tol=0.99, max_ratios=10, **kw):
+    """DLCScorer's mask_ratios="auto" on cached passes: grow until rankings agree."""
+    used, prev = [], None
+    for r in auto_ratio_order(0)[:max_ratios]:
+        used.append(r)
+        pc, _ = ip.dlc_per_class(store, y_idx, K, ratios=tuple(sorted(used)), **kw)
+        cur = ip.own(pc, y_idx)
+        if prev is not None and len(used) >= 3 and spearmanr(prev, cur).statistic >= tol:
+            break
+        prev = cur
+    return tuple(sorted(used))
+
+
+def gamma_study(argv=None) -> int:
+    """FlexRand at fixed gammas vs tuned (ridge on the validation split), default DLC.
+
+    Tells whether a miss comes from the scores or from the gamma tuning.
+    """
+    args = ip.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images, y, _ = ip.load_data(args.dataset, args.n_per_class)
+    pool, val, test = ip.split(y)
+    memory = joblib.Memory(args.cache_dir, verbose=0) if args.cache_dir else None
+    store = ip.FeatureStore(images, pool, args.backbone, args.image_size, memory)
+    ctx = ip.context(store, y, pool, val, test)
+    classes, y_idx = np.unique(ctx["y_pool"], return_inverse=True)
+    keeps, seeds = tuple(args.keep_ratios), tuple(args.seeds)
+    pc, _ = ip.dlc_per_class(store, y_idx, len(classes), ratios=resolve_mask_ratios(5, 0))
+    s = ip.own(pc, y_idx)
+    rand, _, _ = ip.evaluate(np.zeros(len(pool)), "random", ctx, keeps, seeds)
+    rows = {}
+    for g in (0.1, 0.3, 0.5, 0.7, 0.9):
+        acc, _, _ = ip.evaluate(s, "flexrand", ctx, keeps, seeds, gammas=(g,), tune=True)
+        rows[f"gamma={g}"] = (100 * (acc.mean(1) - rand.mean(1))).tolist()
+        print(f"gamma={g}: gap {np.mean(rows[f'gamma={g}']):+.2f}  per keep "
+              + " ".join(f"{v:+.1f}" for v in rows[f"gamma={g}"]), flush=True)
+    best = np.max(np.asarray(list(rows.values())), axis=0)
+    rows["best fixed gamma per keep ratio (oracle on test)"] = best.tolist()
+    out = dict(dataset=args.dataset, backbone=args.backbone, keep_ratios=list(keeps), gaps=rows)
+    path = Path(args.out) / f"gammastudy_{args.dataset}_{args.backbone}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--gamma-study" in argv:
+        argv.remove("--gamma-study")
+        return gamma_study(argv)
+    args = ip.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images, y, names = ip.load_data(args.dataset, args.n_per_class)
+    pool, val, test = ip.split(y)
+    memory = joblib.Memory(args.cache_dir, verbose=0) if args.cache_dir else None
+    store = ip.FeatureStore(images, pool, args.backbone, args.image_size, memory)
+    ctx = ip.context(store, y, pool, val, test)
+    y_pool = ctx["y_pool"]
+    classes, y_idx = np.unique(y_pool, return_inverse=True)
+    K = len(classes)
+    keeps, seeds = tuple(args.keep_ratios), tuple(args.seeds)
+    sopt = SOptScorer("precomputed", random_state=0).fit(ctx["Fp"], y_pool)
+    rand, _, _ = ip.evaluate(np.zeros(len(pool)), "random", ctx, keeps, seeds)
+    rows = {}
+    for name, v in variants().items():
+        t = time.perf_counter()
+        v = dict(v)
+        if v["ratios"] == "auto":
+            kw = {k: v[k] for k in ("masking", "prototypes", "logits", "temperature")}
+            v["ratios"] = auto_path(store, y_idx, K, **kw)
+        pc, secs = ip.dlc_per_class(store, y_idx, K, **v)
+        s = ip.own(pc, y_idx)
+        acc, gam, tune_s = ip.evaluate(s, "flexrand", ctx, keeps, seeds, tune=True, gammas=GAMMAS)
+        rows[name] = dict(
+            ratios=list(v["ratios"]), spearman_sopt=class_spearman(sopt.scores_, s, y_pool),
+            gap_per_keep=(100 * (acc.mean(1) - rand.mean(1))).tolist(),
+            gap=float(100 * (acc.mean() - rand.mean())),
+            gap_seed_std=float(100 * (acc.mean(0) - rand.mean(0)).std()),
+            acc=float(acc.mean()), score_s=secs, tune_s=tune_s, n_passes=len(v["ratios"]),
+        )
+        r = rows[name]
+        print(f"{name:48s} rho {r['spearman_sopt']:.3f}  gap {r['gap']:+.2f}  passes {r['n_passes']}"
+              f"  score {secs:.1f}s  (eval {time.perf_counter() - t:.0f}s)", flush=True)
+    out = dict(dataset=args.dataset, backbone=args.backbone, image_size=args.image_size,
+               n_per_class=args.n_per_class, random_acc=float(rand.mean()), variants=rows)
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"ablations_{args.dataset}_{args.backbone}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
