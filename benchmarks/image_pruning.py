@@ -162,6 +162,111 @@ def probe_accuracy(Ztr, ytr, Zte, yte) -> float:
     return float((clf.predict(Zte) == yte).mean())
 
 
+def downstream_accuracy(ctx, i, seed=0) -> float:
+    """Test accuracy of the downstream model trained on the pool rows ``i``: the linear
+    probe, or fine-tuning when ``ctx["finetune"]`` is set (``--downstream finetune``)."""
+    if ctx.get("finetune") is not None:
+        return ctx["finetune"](i, seed)
+    return probe_accuracy(ctx["Zp"][i], ctx["y_pool"][i], ctx["Zt"], ctx["yt"])
+
+
+# ---------------------------------------------------------------------- fine-tuning
+def trainable_tail(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The backbone's last block (what ``--downstream finetune`` trains with the head).
+
+    timm EfficientNet(-Lite): the last stage of ``blocks`` plus ``conv_head``/``bn2``;
+    SqueezeNet (``Sequential(features, pool, flatten)``): the last Fire module; any other
+    module: its last child that has parameters.
+    """
+    if hasattr(module, "blocks") and hasattr(module, "conv_head"):
+        return [module.blocks[-1], module.conv_head, module.bn2]
+    if isinstance(module, torch.nn.Sequential) and isinstance(module[0], torch.nn.Sequential):
+        return [[m for m in module[0] if any(True for _ in m.parameters())][-1]]
+    return [[m for m in module.children() if any(True for _ in m.parameters())][-1]]
+
+
+class FineTuner:
+    """Fine-tune the last block + a linear head on a subset, test accuracy (the paper's
+    schedule: SGD momentum 0.9, weight decay 1e-5, batch 128, lr 1e-3 divided by 10 at
+    50% and 75% of the epochs). Inputs are preprocessed once and kept on the device."""
+
+    def __init__(self, images, y, pool, test, backbone, image_size, epochs=50, lr=1e-3,
+                 batch_size=128, device="cuda"):
+        self.device = torch.device(device)
+        bb = DLCScorer(backbone, image_size=image_size, device="cpu")._load_backbone()
+        self.base = bb.module.eval()
+        self.n_features = bb.num_features
+        batches = make_batches(images, bb, 256)
+        X = torch.cat([batches[k] for k in range(len(batches))])
+        self.Xp, self.Xt = X[pool].to(self.device), X[test].to(self.device)
+        classes, yi = np.unique(y, return_inverse=True)
+        self.K = len(classes)
+        self.yp = torch.as_tensor(yi[pool], device=self.device)
+        self.yt = torch.as_tensor(yi[test], device=self.device)
+        self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
+
+    def __call__(self, i, seed=0) -> float:
+        import copy
+
+        g = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+        body = copy.deepcopy(self.base).to(self.device)
+        for p in body.parameters():
+            p.requires_grad_(False)
+        tail = trainable_tail(body)
+        for m in tail:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        head = torch.nn.Linear(self.n_features, self.K).to(self.device)
+        params = [p for m in tail for p in m.parameters()] + list(head.parameters())
+        opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=1e-5)
+        milestones = [max(1, int(0.5 * self.epochs)), max(1, int(0.75 * self.epochs))]
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+        idx = torch.as_tensor(np.asarray(i), dtype=torch.long)
+        for _ in range(self.epochs):
+            body.eval()  # frozen layers keep their BatchNorm statistics
+            for m in tail:
+                m.train()
+            order = idx[torch.randperm(len(idx), generator=g)]
+            for a in range(0, len(order), self.batch_size):
+                b = order[a:a + self.batch_size].to(self.device)
+                loss = torch.nn.functional.cross_entropy(head(body(self.Xp[b])), self.yp[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sched.step()
+        body.eval()
+        correct = 0
+        with torch.inference_mode():
+            for a in range(0, len(self.Xt), 256):
+                pred = head(body(self.Xt[a:a + 256])).argmax(1)
+                correct += int((pred == self.yt[a:a + 256]).sum())
+        return correct / len(self.Xt)
+
+
+#: --allow-cpu accepts only configurations this small (a smoke test, not a result).
+CPU_LIMITS = dict(n_per_class=20, epochs=5, image_size=64)
+
+
+def check_finetune_device(args) -> str:
+    """The device for --downstream finetune, or SystemExit with the reason."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if not args.allow_cpu:
+        raise SystemExit(
+            "--downstream finetune trains the backbone's last block + head for every method x "
+            "keep ratio x seed and needs a CUDA GPU; none is available. For a CPU smoke test pass "
+            "--allow-cpu with a tiny config (at most "
+            + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in CPU_LIMITS.items())
+            + "), e.g. --allow-cpu --n-per-class 10 --epochs 2 --image-size 32"
+        )
+    too_big = [f"--{k.replace('_', '-')} {getattr(args, k)} > {v}" for k, v in CPU_LIMITS.items()
+               if getattr(args, k) > v]
+    if too_big:
+        raise SystemExit("--allow-cpu is for a tiny smoke config only: " + "; ".join(too_big))
+    return "cpu"
+
+
 def ridge_accuracy(Ztr, ytr, Zva, yva) -> float:
     """The cheap linear classifier that tunes gamma (the paper tunes with a linear one)."""
     return float((RidgeClassifier(alpha=10.0).fit(Ztr, ytr).predict(Zva) == yva).mean())
@@ -196,7 +301,7 @@ def evaluate(scores, strategy, ctx, keeps, seeds, tune=False, gammas=GAMMAS):
                                    strategy, gammas)
                 tune_s.append(ts)
             i = select(scores, ctx["y_pool"], keep, strategy, g, seed)
-            acc[a, b] = probe_accuracy(ctx["Zp"][i], ctx["y_pool"][i], ctx["Zt"], ctx["yt"])
+            acc[a, b] = downstream_accuracy(ctx, i, seed)
             gam[a, b] = g
     return acc, gam, (float(np.mean(tune_s)) if tune_s else 0.0)
 
@@ -218,11 +323,15 @@ def context(store, y, pool, val, test, n_components=128):
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    ft_device = check_finetune_device(args) if args.downstream == "finetune" else None  # fail fast
     images, y, names = load_data(args.dataset, args.n_per_class)
     pool, val, test = split(y)
     memory = joblib.Memory(args.cache_dir, verbose=0) if args.cache_dir else None
     store = FeatureStore(images, pool, args.backbone, args.image_size, memory)
     ctx = context(store, y, pool, val, test)
+    if args.downstream == "finetune":
+        ctx["finetune"] = FineTuner(images, y, pool, test, args.backbone, args.image_size,
+                                    epochs=args.epochs, device=ft_device)
     y_pool = ctx["y_pool"]
     classes, y_idx = np.unique(y_pool, return_inverse=True)
     K = len(classes)
@@ -239,8 +348,9 @@ def run(args) -> dict:
     out = dict(dataset=args.dataset, backbone=args.backbone, image_size=args.image_size,
                n_per_class=args.n_per_class, n_pool=len(pool), n_val=len(val), n_test=len(test),
                keep_ratios=list(keeps), seeds=list(seeds), dlc_ratios=list(ratios),
+               downstream=args.downstream, epochs=args.epochs if args.downstream == "finetune" else None,
                methods={}, class_names=names)
-    full_acc = probe_accuracy(ctx["Zp"], y_pool, ctx["Zt"], ctx["yt"])
+    full_acc = downstream_accuracy(ctx, np.arange(len(pool)))
     out["full_data_accuracy"] = full_acc
 
     sopt = SOptScorer("precomputed", random_state=0).fit(ctx["Fp"], y_pool)
@@ -298,6 +408,14 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default=str(cache_dir("benchmarks")), help="joblib cache of forward passes")
     p.add_argument("--out", default=str(HERE / "results" / "raw"))
+    p.add_argument("--downstream", default="probe", choices=["probe", "finetune"],
+                   help="probe: linear probe on frozen features; finetune: last block + head "
+                        "with the paper's SGD schedule (needs CUDA, or --allow-cpu with a tiny config)")
+    p.add_argument("--epochs", type=int, default=50, help="--downstream finetune: epochs")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="--downstream finetune on CPU (tiny smoke configs only)")
+    p.add_argument("--profile-ratios", type=float, nargs="*", default=None,
+                   help="ablations.py --fixes: extra layer-masking ratios to profile")
     return p.parse_args(argv)
 
 
@@ -306,7 +424,8 @@ def main(argv=None):
     out = run(args)
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
-    path = dest / f"{args.dataset}_{args.backbone}.json"
+    suffix = "_finetune" if args.downstream == "finetune" else ""
+    path = dest / f"{args.dataset}_{args.backbone}{suffix}.json"
     path.write_text(json.dumps(out))
     print(summarize(out))
     print(f"wrote {path} ({out['wall_s']:.0f}s)")

@@ -263,7 +263,7 @@ class _BaseScorer(TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {len(Z)} samples but y has {len(y)} labels")
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError("y needs at least 2 classes")
+            raise ValueError(f"y needs at least 2 classes, got {len(self.classes_)} class")
         self._fit_scores(np.asarray(Z, dtype=np.float64), y_idx)
         self.embedding_time_ = t1 - t0
         self.fit_time_ = time.perf_counter() - t0
@@ -280,6 +280,10 @@ class _BaseScorer(TransformerMixin, BaseEstimator):
         """Per-class scores, (n_samples, n_classes): column k is the score if y were k."""
         check_is_fitted(self, "classes_")
         if not self._per_class_on_new_data:
+            if isinstance(self.backbone, str) and self.backbone == "precomputed":
+                # invalid input (NaN, wrong width, 1-d) is reported as such, not as this;
+                # images are not embedded just to raise
+                self._embed(X, reset=False)
             raise ValueError(
                 f"{type(self).__name__} scores are ranks in a greedy order over the "
                 "fitted set; use fit_transform(X, y) on the data you prune"

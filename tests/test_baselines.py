@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdlc import DLCScorer, FlexRandSampler
 from skdlc import baselines as B
@@ -259,3 +260,55 @@ def test_benchmark_smoke(tiny_named_backbone, tmp_path, monkeypatch):
     for f in ("image_pruning.md", "ablations.md", f"gap_mnist_{tiny_named_backbone}.png",
               f"hist_mnist_{tiny_named_backbone}.png", f"grid_mnist_{tiny_named_backbone}.png"):
         assert (out / f).stat().st_size > 0
+
+
+# ---------------------------------------------------------------------- sklearn checks
+# sklearn's conformance suite on every baseline scorer with backbone="precomputed": the
+# input is already an embedding, so sklearn's 2-d test data drives the estimators
+# directly. Tiny trained heads (1 epoch, one batch) keep the suite fast. Checks that
+# cannot apply are listed with the reason; sklearn runs them and xfails them (a check
+# that starts to pass shows as XPASS).
+
+#: Every scorer: these checks call score_samples(X) without labels. A baseline's score is
+#: the hardness of a sample against its own label, so score_samples requires y (as for
+#: DLCScorer, tests/test_estimator_checks.py). test_common_contract checks that
+#: score_samples(X, y) matches the fitted scores.
+_NEEDS_Y = {
+    "check_methods_sample_order_invariance": "score_samples needs y (the sample's label)",
+    "check_methods_subset_invariance": "score_samples needs y (the sample's label)",
+}
+#: Herding and k-Center Greedy: a score is the rank in a greedy order over the fitted set,
+#: so transform(X) is undefined and raises (after validating X: NaN, width and 1-d input
+#: get their own errors). Checks that need transform's output fail by design;
+#: test_common_contract checks the error message and fit_transform.
+_GREEDY = "greedy-order ranks exist only for the fitted set: transform raises by design"
+_GREEDY_CHECKS = (
+    "check_estimators_dtypes", "check_dtype_object", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array",
+    "check_transformer_general", "check_transformer_preserve_dtypes", "check_dict_unchanged",
+    "check_fit_idempotent",
+)
+
+
+def _check_instances():
+    out = []
+    for cls in ALL:
+        kw = {}
+        if issubclass(cls, B._TrainedHeadScorer):
+            kw = dict(epochs=1, train_batch_size=512)
+            if "score_epoch" in cls().get_params():
+                kw["score_epoch"] = 1
+        out.append(cls("precomputed", random_state=0, **kw))
+    return out
+
+
+def _expected_failed(est) -> dict:
+    failed = dict(_NEEDS_Y)
+    if not est._per_class_on_new_data:
+        failed.update(dict.fromkeys(_GREEDY_CHECKS, _GREEDY))
+    return failed
+
+
+@parametrize_with_checks(_check_instances(), expected_failed_checks=_expected_failed)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
