@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ._backbones._base import Backbone, Preprocessing
 
-__all__ = ["Batches", "make_batches", "preprocess_uint8", "ImageReadError", "n_samples"]
+__all__ = ["Batches", "make_batches", "preprocess_uint8", "ImageReadError", "n_samples", "check_finite", "decodes_files"]
 
 
 class ImageReadError(ValueError):
@@ -253,11 +252,3 @@ def make_batches(X: Any, backbone: Backbone, batch_size: int) -> Batches:
 def decodes_files(X: Any) -> bool:
     """Whether reading X costs real decoding work (files, datasets), not just slicing."""
     return not (isinstance(X, np.ndarray) and X.dtype != object)
-
-
-def path_list(X: Any) -> list[str] | None:
-    return [os.fspath(p) for p in X] if _is_pathlike_list(X) else None
-
-
-def as_path(p: Any) -> Path:
-    return Path(os.fspath(p))

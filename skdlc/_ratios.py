@@ -7,8 +7,6 @@ estimate uses a random subset of it that always contains 0.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Sequence
-
 import numpy as np
 from sklearn.utils import check_random_state
 
@@ -56,7 +54,3 @@ def auto_ratio_order(random_state=None) -> list[float]:
     rest = list(PAPER_GRID[1:])
     order = rng.permutation(len(rest))
     return [0.0] + [rest[i] for i in order]
-
-
-def as_tuple_of_floats(ratios: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(r) for r in ratios)

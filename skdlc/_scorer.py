@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
-from . import _cache
+from . import _cache, _chunks
 from ._backbones import create_backbone
 from ._backbones._base import Backbone
 from ._data import check_finite, decodes_files, make_batches, n_samples
@@ -84,8 +84,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         a faster, coarser pass on small images). None keeps the backbone's size.
     batch_size : int, default=64
     num_workers : int or None, default=None
-        Processes decoding images while the model runs; None: none for in-memory
-        arrays, up to 4 for files and datasets.
+        Processes decoding images while the model runs; None: up to 4 when batches
+        need work (files, datasets, image arrays to resize and normalise), none for
+        arrays the backbone takes as they are.
     keep_variants : bool or "auto", default="auto"
         Keep every masked variant's weights and run each decoded batch through all of
         them (data read once) instead of masking in place per variant (data read T
@@ -93,10 +94,39 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         means decoding files.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
+    engine : {"torch", "onnxruntime"}, default="torch"
+        What runs the masked variants. "onnxruntime" exports the backbone to ONNX once,
+        masks the exported weights and runs every variant with ONNX Runtime
+        (``pip install 'skdlc[onnx]'``, or ``'skdlc[onnx-gpu]'`` for CUDA): the same
+        scores (within 1e-4), several times faster on the CPU. Image and array
+        backbones only. See docs/onnx.md.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Autocast dtype of the torch engine on CUDA: faster, scores change slightly.
+        The CPU and ONNX Runtime always compute in float32.
     memory : str, path or joblib.Memory, default=None
         Cache for scores. Keys are content fingerprints of the backbone weights, the
         data and the parameters, so a second run, or every candidate of a grid search
-        over the sampler, reads the cache instead of scoring again.
+        over the sampler, reads the cache instead of scoring again. With a cache
+        folder, the local backend also stores each chunk's features there
+        (``<memory>/joblib/skdlc_chunks``) and streams them back memory-mapped: memory
+        stays flat as N grows, and a killed run resumes, computing only the missing
+        chunks. See docs/distributed.md.
+    chunk_size : int, default=4096
+        Rows per resumable feature chunk when ``memory`` is a folder (rounded up to a
+        multiple of ``batch_size``).
+    backend : {"local", "ray"}, default="local"
+        "ray" scores on Ray Data (``pip install 'skdlc[ray]'``): an actor pool maps the
+        batches through the masked variants, per-class sums are reduced into the
+        prototypes, then the losses are mapped; same scores as "local". Uses the Ray
+        already initialised in this process, else ``ray.init(address=ray_address)``.
+        ``device``, ``num_workers``, ``keep_variants``, ``engine`` and ``precision``
+        apply to "local" only (Ray actors run torch in float32). See docs/distributed.md.
+    ray_address : str or None, default=None
+        Ray cluster to join when Ray is not initialised yet (e.g. "ray://head:10001"
+        or "auto"); None starts a local Ray (or joins ``$RAY_ADDRESS``).
+    num_gpus : float or None, default=None
+        GPUs per Ray actor; None: 1 when the cluster has GPUs, else 0 (one CPU actor
+        per CPU).
     random_state : int, RandomState instance or None, default=None
         Draws the ratios when ``mask_ratios`` is an int or "auto". Masking itself is
         deterministic.
@@ -153,7 +183,13 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "keep_variants": ["boolean", StrOptions({"auto"})],
         "device": [str, torch.device],
+        "engine": [StrOptions({"torch", "onnxruntime"})],
+        "precision": [StrOptions({"float32", "bfloat16", "float16"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions({"local", "ray"})],
+        "ray_address": [None, str],
+        "num_gpus": [Interval(Real, 0, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -175,7 +211,13 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         num_workers: int | None = None,
         keep_variants: bool | str = "auto",
         device: str | torch.device = "auto",
+        engine: str = "torch",
+        precision: str = "float32",
         memory: Any = None,
+        chunk_size: int = 4096,
+        backend: str = "local",
+        ray_address: str | None = None,
+        num_gpus: float | None = None,
         random_state: Any = None,
         verbose: bool = True,
     ):
@@ -193,7 +235,13 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self.num_workers = num_workers
         self.keep_variants = keep_variants
         self.device = device
+        self.engine = engine
+        self.precision = precision
         self.memory = memory
+        self.chunk_size = chunk_size
+        self.backend = backend
+        self.ray_address = ray_address
+        self.num_gpus = num_gpus
         self.random_state = random_state
         self.verbose = verbose
 
@@ -262,6 +310,33 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             names = [f"embedding{i}" for i in range(self.prototypes_.shape[2])] + names
         return np.asarray(names, dtype=object)
 
+    def export_onnx(self, path, X=None):
+        """Write the fitted masked variants as ONNX files, plus a manifest.
+
+        The folder holds one ONNX model per mask ratio (input ``"input"`` with a
+        dynamic batch axis, output ``"features"``), ``prototypes.npy`` and
+        ``manifest.json`` (ratios, preprocessing, class labels, logits, checksums,
+        backbone fingerprint). :class:`~skdlc.OnnxDLCModel` scores from it with ONNX
+        Runtime alone. An earlier export in ``path`` is replaced. See docs/onnx.md.
+
+        Parameters
+        ----------
+        path : str or path
+            Output folder: new, empty, or an earlier export.
+        X : array-like, optional
+            A few input samples, to trace the graph; needed only when the backbone has
+            no image preprocessing and takes inputs that are not 2-d.
+
+        Returns
+        -------
+        pathlib.Path
+            The export folder.
+        """
+        check_is_fitted(self, "prototypes_")
+        from ._onnx import export_scorer
+
+        return export_scorer(self, path, X=X)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
@@ -307,7 +382,23 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _engine(self, X) -> TorchEngine:
         decodes = decodes_files(X)
-        workers = default_num_workers(decodes) if self.num_workers is None else self.num_workers
+        # Text is tokenized in-process: tokenizers do not like being forked.
+        decodes = decodes and self.backbone_.collate is None
+        # Resizing in-memory images is work too: a worker overlaps it with the model.
+        busy = decodes or self.backbone_.preprocessing is not None
+        workers = default_num_workers(busy) if self.num_workers is None else self.num_workers
+        if self.engine == "onnxruntime":
+            from ._onnx import OnnxEngine
+
+            return OnnxEngine.from_backbone(
+                self.backbone_,
+                masking=self.masking,
+                # "auto": ONNX Runtime's CUDA when it has it, whatever torch was built with
+                device="auto" if str(self.device) == "auto" else self._device(),
+                keep_variants=self.keep_variants,
+                num_workers=workers,
+                verbose=self.verbose,
+            )
         return TorchEngine(
             self.backbone_,
             masking=self.masking,
@@ -315,6 +406,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             keep_variants=self.keep_variants,
             num_workers=workers,
             verbose=self.verbose,
+            precision=self.precision,
         )
 
     def _params_key(self) -> str:
@@ -335,6 +427,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                 "auto_tol": float(self.auto_tol),
                 "max_ratios": int(self.max_ratios),
                 "image_size": self.image_size,
+                "precision": self.precision,  # not `engine`: both engines give the same scores
             }
         )
 
@@ -346,6 +439,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _data_key(self, X) -> str | None:
         fp = _cache.fingerprint_data(X)
+        self._last_data_fp = (id(X), fp)  # read by the chunk store, same X, same call
         if fp is None and self.memory is not None:
             warnings.warn(
                 f"cannot fingerprint X of type {type(X).__name__}; not caching its scores "
@@ -388,13 +482,24 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         result = self._cached("fit", key, lambda: self._fit_compute(X, y_idx, want_losses))
         self.mask_ratios_ = tuple(result["mask_ratios"])
         self.prototypes_ = result["prototypes"]
+        if key is not None and result["losses"] is not None:
+            # Seed transform's cache: transform(X) on the training data is then free.
+            outputs = (result["losses"], result["embedding"])
+            self._cached("transform", _cache.combine(key, data), lambda: outputs)
         return result["losses"], result["embedding"]
 
     def _fit_compute(self, X, y_idx, want_losses) -> dict:
+        if self.backend == "ray":
+            from ._distributed import ray_fit
+
+            return ray_fit(self, X, y_idx, want_losses)
         engine = self._engine(X)
         batches = make_batches(X, self.backbone_, self.batch_size)
         n_classes = len(self.classes_)
-        if self.mask_ratios == "auto":
+        store = _chunks.chunk_store(self, X)
+        if store is not None:
+            out = _chunks.fit_chunked(self, engine, batches, X, y_idx, want_losses, store)
+        elif self.mask_ratios == "auto":
             out = self._fit_auto(engine, batches, X, y_idx, n_classes)
         else:
             ratios = resolve_mask_ratios(self.mask_ratios, self.random_state)
@@ -428,8 +533,15 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         return acc.result(tuple(sorted(used)), True)
 
     def _transform(self, X):
+        if self.backend == "ray":
+            from ._distributed import ray_transform
+
+            return ray_transform(self, X)
         engine = self._engine(X)
         batches = make_batches(X, self.backbone_, self.batch_size)
+        store = _chunks.chunk_store(self, X, "transform")
+        if store is not None:
+            return _chunks.transform_chunked(self, engine, batches, X, store)
         ratios = list(self.mask_ratios_)
         run = ratios if (not self.embedding or 0.0 in ratios) else [0.0] + ratios
         losses = np.zeros((batches.n, len(self.classes_)))

@@ -287,3 +287,12 @@ def test_masking_modes_zero_the_asked_fraction(tiny_cnn):
             if mode == "layer":
                 for _, p in maskable_parameters(tiny_cnn):
                     assert abs(float((p == 0).float().mean()) - 0.5) < 0.02
+
+
+def test_transform_of_training_data_reads_fit_cache(tiny_cnn, blob_images, tmp_path):
+    X, y = blob_images
+    s = _scorer(tiny_cnn, memory=tmp_path).fit(X, y)
+    calls = _count_forwards(tiny_cnn)
+    out = s.transform(X)
+    assert calls["n"] == 0  # fit already computed these losses
+    np.testing.assert_allclose(out, _scorer(tiny_cnn).fit_transform(X, y), rtol=1e-6)

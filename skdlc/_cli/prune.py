@@ -59,6 +59,7 @@ examples:
   skdlc prune photos/ --keep 0.3
   skdlc prune train.csv --keep 0.5 --gamma auto --out pruned/
   skdlc prune photos/ --keep 0.2 --image-size 128 --cache ~/.cache/skdlc/scores
+  skdlc prune /shared/train.csv --keep 0.3 --backend ray --address auto
 """
 
 
@@ -97,6 +98,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="seeds the mask-ratio draw, the gamma search and the sampler (default: 0)")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="joblib cache folder for scores: a rerun with the same data and settings skips scoring")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="'local' (this process), or 'ray': score on Ray Data, with an actor pool over "
+                        "the Ray cluster's CPUs or GPUs (needs pip install 'skdlc[ray]'; see "
+                        "docs/distributed.md) (default: local)")
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="with --backend ray: the Ray cluster to join, e.g. 'auto' or 'ray://head:10001' "
+                        "(default: $RAY_ADDRESS, else a local Ray on this machine)")
+    p.add_argument("--num-gpus", type=float, default=None, metavar="G",
+                   help="with --backend ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="unreadable or missing image: stop naming it (default), or leave it out and list "
                         "it in skipped.csv")
@@ -160,6 +170,9 @@ def run(args) -> int:
         num_workers=args.num_workers,
         device=args.device,
         memory=os.path.expanduser(args.cache) if args.cache else None,
+        backend=args.backend,
+        ray_address=args.address,
+        num_gpus=args.num_gpus,
         random_state=args.seed,
         verbose=verbose,
     )

@@ -1,0 +1,380 @@
+"""Distributed scoring on Ray Data: DLC's two phases as ``map_batches`` over an actor pool.
+
+DLC is embarrassingly parallel apart from the class prototypes, so a run is:
+
+1. **features** (Ray Data): the batch indices are mapped with ``map_batches`` through
+   a pool of actors (``ActorPoolStrategy``). Each actor gets the fitted backbone and
+   the data (an array, a list of paths, a manifest) from Ray's object store once
+   (``ray.put``), masks the backbone at every ratio of the run once, then decodes its
+   batches (image files are read in parallel, by the actors) and runs each through
+   all masked variants. The features are materialised in Ray's object store (spilled
+   to disk when they do not fit), not on the driver.
+2. **prototypes**: one task per block of features gives per-class feature sums where
+   the block lives; the driver adds the (T, K, D) sums up and divides by the counts.
+3. **losses**: one task per block gives its rows' per-class losses against the
+   prototypes; the driver collects the (N, K) scores.
+
+On a single-node cluster, steps 2 and 3 read the blocks from the shared-memory
+object store in the driver instead (no copy, and no worker to start); on several
+nodes they run as tasks beside their blocks. Either way only sums and losses travel.
+
+Masking, preprocessing, prototypes and losses are the library's own functions
+(:mod:`skdlc._masking`, :mod:`skdlc._data`, :mod:`skdlc._losses`), and the path logic
+(which ratios, unmasked prototypes, embeddings, ``mask_ratios="auto"``) is the shared
+two-phase driver of :mod:`skdlc._chunks`, so the scores equal the local backend's.
+
+GPU actors are used when the cluster has GPUs (``num_gpus`` per actor, default 1);
+otherwise one actor per CPU, each running torch on one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._chunks import fit_two_phase, transform_two_phase
+from ._losses import per_class_losses
+
+__all__ = ["ray_fit", "ray_transform", "require_ray"]
+
+_MIN_BATCHES_PER_ACTOR = 4
+_MAX_BATCHES_PER_CALL = 8
+
+
+def require_ray():
+    """Import Ray and Ray Data, or fail with the install line."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "backend='ray' needs Ray Data: pip install 'skdlc[ray]' (or 'ray[data]>=2.40')"
+        ) from exc
+    return ray
+
+
+def _connect(address: str | None, verbose: bool):
+    ray = require_ray()
+    if not ray.is_initialized():
+        # address=None starts a local Ray (or joins the one named by $RAY_ADDRESS).
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                 configure_logging=verbose, logging_level="info" if verbose else "warning")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(verbose)
+    ctx.enable_operator_progress_bars = bool(verbose)
+    if not verbose:
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
+def _is_local_module(mod) -> bool:
+    """A user's own module (a script's folder, a test folder): not installed, not ours."""
+    import sysconfig
+
+    name = getattr(mod, "__name__", "")
+    if name in ("__main__", "builtins") or name.split(".")[0] in ("skdlc", "torch", "numpy"):
+        return False  # __main__ is pickled by value anyway
+    path = os.path.abspath(getattr(mod, "__file__", None) or "")
+    if not path or not path.endswith(".py"):
+        return False
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return not any(path.startswith(os.path.abspath(p) + os.sep) for p in installed)
+
+
+def _put(ray, obj, types: Sequence[type] = ()):
+    """``ray.put``, shipping classes from the user's own modules by value.
+
+    Workers on a cluster (and even local Ray workers) cannot import a model class
+    defined in a script's folder or a test module; pickling those classes by value
+    lets any picklable ``nn.Module`` or Dataset travel without a ``runtime_env``.
+    """
+    import ray.cloudpickle as cp
+
+    mods = {sys.modules.get(t.__module__) for t in types}
+    registered = []
+    for mod in mods:
+        if mod is not None and _is_local_module(mod):
+            cp.register_pickle_by_value(mod)
+            registered.append(mod)
+    try:
+        return ray.put(obj)
+    finally:
+        for mod in registered:
+            cp.unregister_pickle_by_value(mod)
+
+
+# --------------------------------------------------------------------------- actors & maps
+class _FeatureActor:
+    """A Ray actor: backbone loaded once, masked once per ratio, run on its batches."""
+
+    def __init__(self, refs: list, run: Sequence[float], masking: str, batch_size: int,
+                 threads: int, use_gpu: bool):
+        import ray
+        import torch
+
+        from ._data import make_batches
+        from ._masking import masked_state
+
+        torch.set_num_threads(max(1, int(threads)))
+        backbone, X, y = ray.get(refs[0]), ray.get(refs[1]), (ray.get(refs[2]) if refs[2] is not None else None)
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.backbone = backbone
+        self.module = backbone.module.to(self.device).eval()
+        with torch.no_grad():
+            self.states = [masked_state(self.module, float(r), masking) for r in run]
+        self.batches = make_batches(X, backbone, batch_size)
+        self.y = y
+
+    def _forward(self, x, params: dict):
+        import torch
+
+        from ._engine import _flatten
+
+        if params:
+            def call(*a, **k):
+                return torch.func.functional_call(self.module, params, a, k, strict=False)
+        else:
+            call = self.module
+        out = call(**x) if isinstance(x, dict) else call(x)
+        return _flatten(out, self.backbone.name).float()
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from ._engine import _to_device
+
+        rows, feats = [], []
+        bs, n = self.batches.batch_size, self.batches.n
+        with torch.no_grad():
+            for j in np.asarray(batch["id"]).tolist():
+                a, b = j * bs, min(j * bs + bs, n)
+                x = _to_device(self.batches[j], self.device)
+                f = [self._forward(x, p).cpu().numpy() for p in self.states]
+                rows.append(np.arange(a, b, dtype=np.int64))
+                feats.append(np.stack(f, axis=1))  # (rows, T, D)
+        out = {"row": np.concatenate(rows), "f": np.concatenate(feats).astype(np.float32, copy=False)}
+        if self.y is not None:
+            out["y"] = self.y[out["row"]]
+        return out
+
+
+def _numpy(block, columns: list[str]) -> dict:
+    from ray.data.block import BlockAccessor
+
+    return BlockAccessor.for_block(block).to_numpy(columns)
+
+
+def _block_class_sums(block, n_classes: int) -> np.ndarray:
+    """Phase 1's reduce, per block: per-class feature sums (T, K, D), float64."""
+    b = _numpy(block, ["f", "y"])
+    f, y = b["f"], b["y"]
+    sums = np.zeros((f.shape[1], n_classes, f.shape[2]))
+    for i in range(f.shape[1]):
+        np.add.at(sums[i], y, f[:, i].astype(np.float64))
+    return sums
+
+
+def _block_losses(block, protos: list, logits: str, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Phase 2, per block: (rows, summed per-class losses over the variants with prototypes)."""
+    b = _numpy(block, ["row", "f"])
+    loss = None
+    for i, p in enumerate(protos):
+        if p is None:
+            continue
+        li = per_class_losses(b["f"][:, i], p, logits, temperature)
+        loss = li if loss is None else loss + li
+    return b["row"], loss
+
+
+def _block_features(block, i: int) -> tuple[np.ndarray, np.ndarray]:
+    b = _numpy(block, ["row", "f"])
+    return b["row"], np.ascontiguousarray(b["f"][:, i])
+
+
+# --------------------------------------------------------------------------- source
+class RayFeatures:
+    """Phase 1 on Ray Data; a :class:`skdlc._chunks.FeatureSource` over its output.
+
+    The features are materialised in Ray's object store. The reduce (class sums) and
+    the loss map then run per block of that dataset (:meth:`_RayJob.map_blocks`), and
+    only (T, K, D) sums and (rows, K) losses come back to the driver. (A further Ray
+    Data execution would cost its own planning and worker start-up, seconds; tasks on
+    the materialised blocks cost milliseconds.)
+    """
+
+    def __init__(self, job: "_RayJob", run: list[float]):
+        ray = job.ray
+        self.job, self.run, self.n = job, list(run), job.n
+        n_batches = -(-job.n // job.batch_size)
+        use_gpu = job.num_gpus > 0
+        actor_opts: dict[str, Any] = {"num_cpus": job.cpus_per_actor}
+        if use_gpu:
+            actor_opts["num_gpus"] = job.num_gpus
+        # Batch indices from the driver: no read task competes with the actors for CPUs
+        # (with every CPU held by an actor, a read task would never be scheduled).
+        # A few batches per actor call: fewer, larger blocks (each block costs Ray Data
+        # a round of scheduling and serialisation), yet >= 4 calls per actor to balance.
+        per_call = max(1, min(_MAX_BATCHES_PER_CALL, n_batches // (4 * job.n_actors)))
+        ids = np.arange(n_batches, dtype=np.int64)
+        n_blocks = max(1, min(n_batches, 8 * job.n_actors))
+        ds = ray.data.from_numpy(np.array_split(ids, n_blocks)).rename_columns({"data": "id"})
+        ds = ds.map_batches(
+            _FeatureActor,
+            batch_size=per_call,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=job.n_actors),
+            fn_constructor_kwargs={
+                "refs": job.refs,
+                "run": self.run,
+                "masking": job.scorer.masking,
+                "batch_size": job.batch_size,
+                "threads": job.threads_per_actor,
+                "use_gpu": use_gpu,
+            },
+            **actor_opts,
+        )
+        self.ds = ds.materialize()
+        self.blocks = self.ds.to_arrow_refs()
+        job.n_forward_batches += n_batches * len(self.run)
+
+    def class_sums(self, y_idx, n_classes):
+        acc = {}
+
+        def add(s):
+            acc["sums"] = s if "sums" not in acc else acc["sums"] + s
+
+        self.job.map_blocks(_block_class_sums, self.blocks, (n_classes,), add)
+        counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
+        return acc["sums"], counts
+
+    def loss_sum(self, protos, logits, temperature):
+        protos_ref = self.job.ray.put([None if p is None else np.asarray(p) for p in protos])
+        acc = {}
+
+        def put(result):
+            rows, loss = result
+            if "out" not in acc:
+                acc["out"] = np.zeros((self.n, loss.shape[1]))
+            acc["out"][rows] = loss
+
+        self.job.map_blocks(_block_losses, self.blocks, (protos_ref, logits, float(temperature)), put)
+        return acc["out"]
+
+    def features(self, i):
+        acc = {}
+
+        def put(result):
+            rows, f = result
+            if "out" not in acc:
+                acc["out"] = np.empty((self.n, f.shape[1]), dtype=np.float32)
+            acc["out"][rows] = f
+
+        self.job.map_blocks(_block_features, self.blocks, (i,), put)
+        return acc["out"]
+
+
+class _RayJob:
+    """What every phase of one fit or transform shares: the connection, the refs, the pool size."""
+
+    def __init__(self, scorer, X, y_idx: np.ndarray | None):
+        from ._data import n_samples
+
+        engine = getattr(scorer, "engine", "torch")
+        if engine != "torch":
+            raise ValueError(
+                f"backend='ray' runs the torch engine in its actors; engine={engine!r} is for "
+                "backend='local'"
+            )
+        self.ray = ray = _connect(scorer.ray_address, bool(scorer.verbose))
+        self.scorer = scorer
+        self.n = n_samples(X)
+        self.batch_size = int(scorer.batch_size)
+        bb = scorer.backbone_
+        self.refs = [
+            _put(ray, bb, [type(m) for m in bb.module.modules()]),
+            _put(ray, X, [type(X)]),
+            None if y_idx is None else ray.put(np.asarray(y_idx)),
+        ]
+        res = ray.cluster_resources()
+        cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+        num_gpus = scorer.num_gpus
+        if num_gpus is None:
+            num_gpus = 1.0 if gpus >= 1 else 0.0
+        if num_gpus > 0 and gpus < num_gpus:
+            raise ValueError(f"num_gpus={num_gpus} per actor but the Ray cluster has {gpus:g} GPU(s)")
+        self.num_gpus = float(num_gpus)
+        if self.num_gpus > 0:
+            self.n_actors = max(1, int(gpus // self.num_gpus))
+            self.cpus_per_actor = max(1, int(cpus // self.n_actors))
+        else:
+            self.n_actors = max(1, int(cpus))
+            self.cpus_per_actor = 1
+        # Every actor costs a process, torch's import and a copy of the model: give
+        # each at least _MIN_BATCHES_PER_ACTOR batches, so tiny jobs use fewer.
+        n_batches = -(-self.n // self.batch_size)
+        self.n_actors = max(1, min(self.n_actors, -(-n_batches // _MIN_BATCHES_PER_ACTOR)))
+        self.threads_per_actor = self.cpus_per_actor
+        self.n_forward_batches = 0
+        self._tasks: dict = {}
+        self.single_node = sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+
+    def map_blocks(self, fn, blocks: list, args: tuple, consume) -> None:
+        """``consume(fn(block, *args))`` for every block, as results arrive.
+
+        Several nodes: one Ray task per block, scheduled where the block lives, at most
+        ``2 x CPUs`` in flight, each result consumed (added up, scattered) as soon as
+        it is done, so the driver never holds more than a few. ``fn`` is shipped by
+        value with the one module it needs: by reference, every fresh worker would
+        import skdlc, hence torch and sklearn (seconds), to run a few numpy lines.
+
+        One node: the blocks are in this machine's shared memory; the driver reads
+        them there (no copy) instead of starting workers.
+        """
+        ray = self.ray
+        if self.single_node:
+            args = tuple(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
+            for b in blocks:
+                consume(fn(ray.get(b), *args))
+            return
+        import ray.cloudpickle as cp
+
+        from . import _losses
+
+        if fn not in self._tasks:
+            self._tasks[fn] = ray.remote(num_cpus=1)(fn)
+        limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending, todo = [], list(blocks)
+        mods = [sys.modules[__name__], _losses]
+        while todo or pending:
+            while todo and len(pending) < limit:
+                for m in mods:
+                    cp.register_pickle_by_value(m)
+                try:  # Ray pickles the function at its first .remote()
+                    pending.append(self._tasks[fn].remote(todo.pop(0), *args))
+                finally:
+                    for m in mods:
+                        cp.unregister_pickle_by_value(m)
+            done, pending = ray.wait(pending, num_returns=1)
+            consume(ray.get(done[0]))
+
+    def source(self, run: list[float]) -> RayFeatures:
+        return RayFeatures(self, run)
+
+
+def ray_fit(scorer, X, y_idx: np.ndarray, want_losses: bool) -> dict:
+    """``DLCScorer._fit_compute`` on Ray: the same dict the local backend returns."""
+    job = _RayJob(scorer, X, y_idx)
+    out = fit_two_phase(scorer, job.source, y_idx, len(scorer.classes_), want_losses)
+    scorer.n_forward_batches_ = job.n_forward_batches
+    return out
+
+
+def ray_transform(scorer, X):
+    """``DLCScorer._transform`` on Ray: (losses, embedding or None)."""
+    job = _RayJob(scorer, X, None)
+    return transform_two_phase(scorer, job.source)
