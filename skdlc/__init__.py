@@ -9,12 +9,14 @@ from ._backbones import create_backbone, list_backbones, register_backbone
 from ._backbones._base import Backbone, Preprocessing
 from ._sampler import FlexRandSampler
 from ._scorer import DLCScorer
+from ._onnx import OnnxDLCModel  # scores from an ONNX export folder, no torch backbone
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DLCScorer",
     "FlexRandSampler",
+    "OnnxDLCModel",
     "Backbone",
     "Preprocessing",
     "create_backbone",

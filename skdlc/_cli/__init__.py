@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 __all__ = ["main"]
@@ -13,6 +14,10 @@ __all__ = ["main"]
 _COMMAND_MODULES = [
     "skdlc._cli.prune",
     "skdlc._cli.demo",
+    "skdlc._cli.serve",
+    "skdlc._cli.export_onnx",
+    "skdlc._cli.validate",
+    "skdlc._cli.instructions",
 ]
 
 
@@ -37,11 +42,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
-        print(f"skdlc {args.command}: error: {exc}", file=sys.stderr)
+        _report(args.command, exc)
+        return 2
+    except (ValueError, OSError, RuntimeError) as exc:
+        # The library's user errors: bad values (sklearn's InvalidParameterError and
+        # skdlc's ImageReadError are ValueErrors), missing files, unwritable folders,
+        # data sets or weights that cannot be fetched. Other RuntimeErrors are bugs and
+        # keep their traceback, as does everything with SKDLC_DEBUG=1.
+        if os.environ.get("SKDLC_DEBUG") or (isinstance(exc, RuntimeError) and not _is_user_error(exc)):
+            raise
+        _report(args.command, exc)
         return 2
     except KeyboardInterrupt:
         print(f"skdlc {args.command}: interrupted; no output was written", file=sys.stderr)
         return 130
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """RuntimeErrors that skdlc raises for the user to act on (no data, no weights)."""
+    from ..datasets import DatasetNotAvailableError
+
+    return isinstance(exc, DatasetNotAvailableError) or "Could not download the pretrained weights" in str(exc)
+
+
+def _report(command: str, exc: BaseException) -> None:
+    """``skdlc CMD: error: <first line>``; further lines of the message (hints) follow
+    indented, so the error itself is always one line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+    print(f"skdlc {command}: error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
