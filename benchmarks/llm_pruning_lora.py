@@ -60,6 +60,8 @@ from skdlc._instruction import (  # noqa: E402
 from skdlc._paths import cache_dir  # noqa: E402
 from skdlc._text_data import NI_TASK_MIX, load_natural_instructions  # noqa: E402
 
+METHOD_NAMES = {"random": "Random", "flexrand": "DLC+FlexRand", "easy": "DLC+easy",
+                "hard": "DLC+hard", "flexible": "DLC+flexible", "bins": "DLC+bins"}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -217,6 +219,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--gamma", type=float, default=0.5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--strategies", nargs="+", default=["random", "flexrand"],
+                    choices=sorted(METHOD_NAMES),
+                    help="selection rules to compare ('random' ignores the scores)")
     ap.add_argument("--mask-ratios", default="0,0.1,0.2,0.3")
     ap.add_argument("--lora-layers", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
@@ -275,8 +280,8 @@ def main(argv=None) -> int:
     runs = []
     t = time.perf_counter()
     for seed in args.seeds:
-        for method in ("Random", "DLC+FlexRand"):
-            strategy = "random" if method == "Random" else "flexrand"
+        for strategy in args.strategies:
+            method = METHOD_NAMES[strategy]
             subset = select_instructions(scores, args.keep, gamma=args.gamma,
                                          strategy=strategy, groups=tasks_tr,
                                          random_state=seed)
@@ -370,7 +375,8 @@ def report(raw, cmd) -> str:
     f = raw["references"]["full_pool"]
     lines.append(f"| zero-shot (no fine-tuning) | {z['loss']:.4f} | {z['token_acc']:.3f} | "
                  f"{z['exact_match']:.3f} | |")
-    for m in ("Random", "DLC+FlexRand"):
+    methods = [METHOD_NAMES[s] for s in a.get("strategies", ["random", "flexrand"])]
+    for m in methods:
         rs = [r for r in runs if r["method"] == m]
         lines.append(
             f"| {m} ({a['keep']:.0%}, {len(rs)} seeds) | {_ms([r['loss'] for r in rs])} | "
@@ -378,27 +384,29 @@ def report(raw, cmd) -> str:
             f"{np.mean([r['mean_dlc_score_kept'] for r in rs]):.3f} |")
     lines.append(f"| full pool (100%, seed {a['seeds'][0]}) | {f['loss']:.4f} | "
                  f"{f['token_acc']:.3f} | {f['exact_match']:.3f} | |")
-    rnd = {r["seed"]: r for r in runs if r["method"] == "Random"}
-    dlc = {r["seed"]: r for r in runs if r["method"] == "DLC+FlexRand"}
-    diff = [dlc[s]["loss"] - rnd[s]["loss"] for s in rnd if s in dlc]
-    wins = sum(d < 0 for d in diff)
+    by = {m: {r["seed"]: r for r in runs if r["method"] == m} for m in methods}
+    if "Random" in by and "DLC+FlexRand" in by:
+        rnd, dlc = by["Random"], by["DLC+FlexRand"]
+        diff = [dlc[s]["loss"] - rnd[s]["loss"] for s in rnd if s in dlc]
+        wins = sum(d < 0 for d in diff)
+        lines += [
+            "",
+            "Paired by seed, DLC+FlexRand minus Random held-out loss: "
+            + ", ".join(f"{d:+.4f}" for d in diff)
+            + f" (DLC better in {wins} of {len(diff)} seeds; mean {np.mean(diff):+.4f}).",
+        ]
     lines += [
-        "",
-        f"Paired by seed, DLC+FlexRand minus Random held-out loss: "
-        + ", ".join(f"{d:+.4f}" for d in diff)
-        + f" (DLC better in {wins} of {len(diff)} seeds; mean {np.mean(diff):+.4f}).",
         "",
         "Held-out loss per task (mean over seeds):",
         "",
-        "| task | zero-shot | Random | DLC+FlexRand | full pool |",
-        "|---|---:|---:|---:|---:|",
+        "| task | zero-shot | " + " | ".join(methods) + " | full pool |",
+        "|---|---:|" + "---:|" * len(methods) + "---:|",
     ]
     for t in NI_TASK_MIX:
-        lines.append(
-            f"| {t} | {z['loss_per_task'][t]:.3f} | "
-            f"{np.mean([r['loss_per_task'][t] for r in rnd.values()]):.3f} | "
-            f"{np.mean([r['loss_per_task'][t] for r in dlc.values()]):.3f} | "
-            f"{f['loss_per_task'][t]:.3f} |")
+        cells = [f"{np.mean([r['loss_per_task'][t] for r in by[m].values()]):.3f}"
+                 for m in methods]
+        lines.append(f"| {t} | {z['loss_per_task'][t]:.3f} | " + " | ".join(cells)
+                     + f" | {f['loss_per_task'][t]:.3f} |")
     ev = raw.get("evidence")
     if ev:
         sr = ev["ratios"]

@@ -91,7 +91,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         Keep every masked variant's weights and run each decoded batch through all of
         them (data read once) instead of masking in place per variant (data read T
         times). "auto" keeps them when they fit a 2 GiB budget and reading the data
-        means decoding files.
+        costs work (decoding files, resizing and normalising images).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     engine : {"torch", "onnxruntime"}, default="torch"

@@ -303,7 +303,7 @@ def test_cli_export_onnx_from_a_saved_scorer(tiny_cnn, blob_images, tmp_path, ca
 
 
 # --------------------------------------------------------------------------- torch engine
-def test_torch_engine_channels_last_restores_weights_and_format(tiny_cnn, blob_images):
+def test_torch_engine_channels_last_leaves_weights_alone(tiny_cnn, blob_images):
     X, y = blob_images
     before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
     fast = _scorer(tiny_cnn).fit_transform(X, y)

@@ -84,10 +84,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt format: the Alpaca prompt or the model's chat template "
                         "(default: %(default)s)")
-    g.add_argument("--mask-ratios", type=_ratios, default=5, metavar="N|R,R,...",
-                   help="number of ratios drawn from the paper's grid (always with 0), or "
-                        "an explicit list; 0 means the unmasked model only "
-                        "(default: %(default)s)")
+    g.add_argument("--mask-ratios", type=_ratios, default=[0.0, 0.1, 0.2, 0.3],
+                   metavar="N|R,R,...",
+                   help="an explicit list (default: 0,0.1,0.2,0.3), or a number of ratios "
+                        "drawn from the paper's grid {0, 0.02, ..., 0.98} (always with 0); "
+                        "0 means the unmasked model only")
     g.add_argument("--masking", choices=["layer", "global"], default="layer")
     g.add_argument("--mask-embeddings", action="store_true",
                    help="also mask the embeddings and lm_head (off by default)")
