@@ -107,6 +107,11 @@ def section_engines(args) -> dict:
         }
 
     before = bare_passes()
+    # what channels_last is for: batches that arrive NCHW (float arrays, CHW datasets)
+    nchw = [b.contiguous() for b in batches]
+    nchw_bare = {"torch eager, NCHW batches": L.bare_torch(bb.module, nchw, channels_last=False),
+                 "torch channels_last, NCHW batches": L.bare_torch(bb.module, nchw, channels_last=True)}
+    del nchw
     load.append(L.load_avg())
     runs["torch eager"] = _dlc_run("torch", X, y, eager=True, **kw)
     runs["torch (channels_last)"] = _dlc_run("torch", X, y, **kw)
@@ -137,7 +142,10 @@ def section_engines(args) -> dict:
                  ["dlc_wall_s", "bare_pass_s", "dlc_over_T_bare", "speedup_vs_torch_eager",
                   "dlc_cpu_s", "dlc_over_T_bare_cpu", "speedup_vs_torch_eager_cpu",
                   "scores_max_rel_diff_vs_torch_eager", "spearman_vs_torch_eager"])
-    return {"n": len(y), "T": T, "batch_size": 64, "image_size": args.image_size, "rows": rows, "load_avg": load}
+    nchw_rows = {k: {"bare_pass_s": round(w, 3), "bare_pass_cpu_s": round(c, 3)} for k, (w, c) in nchw_bare.items()}
+    print("   bare passes from NCHW batches:", nchw_rows)
+    return {"n": len(y), "T": T, "batch_size": 64, "image_size": args.image_size, "rows": rows,
+            "nchw_bare": nchw_rows, "load_avg": load}
 
 
 # ----------------------------------------------------------------------------- limit
