@@ -502,7 +502,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--image-size", type=int, default=224, help="input px of engines, limit, layout, baseline")
-    p.add_argument("--n-engines", type=int, default=128)
+    p.add_argument("--n-engines", type=int, default=256)
     p.add_argument("--n-limit", type=int, default=1024)
     p.add_argument("--n-baseline", type=int, default=256)
     p.add_argument("--layout-reps", type=int, default=3)
