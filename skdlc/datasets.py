@@ -23,7 +23,6 @@ import base64
 import binascii
 import fnmatch
 import hashlib
-import io
 import json
 import numbers
 import os
@@ -46,6 +45,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
     "DatasetNotAvailableError",
+    "ImageReadError",
     "LabelledImages",
     "load_cifar10",
     "load_mnist",
@@ -87,6 +87,16 @@ _FALLBACK_PIP = "pip==26.2.1"
 
 class DatasetNotAvailableError(RuntimeError):
     """A data set's source could not be obtained (no registry access, bad archive)."""
+
+
+def __getattr__(name: str):
+    # ImageReadError lives with the decoder (which imports torch); resolved on first use
+    # so that importing skdlc.datasets stays light.
+    if name == "ImageReadError":
+        from ._data import ImageReadError
+
+        return ImageReadError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- helpers
