@@ -32,7 +32,9 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
-def check_class_labels(y: Any, *, what: str = "y", unit: str = "samples") -> np.ndarray:
+def check_class_labels(
+    y: Any, *, what: str = "y", unit: str = "samples", allow_single: bool = False
+) -> np.ndarray:
     """Class labels as a 1-d array, or a ``ValueError`` naming what is wrong.
 
     Refused: a missing label (``None`` or NaN), labels mixing types (numbers and
@@ -45,6 +47,10 @@ def check_class_labels(y: Any, *, what: str = "y", unit: str = "samples") -> np.
     what : str, default="y"
         How messages name the labels (the command line passes its DATA).
     unit : str, default="samples"
+    allow_single : bool, default=False
+        Accept one class. Only for fits that want the unmasked embedding alone (the
+        baselines' ``extract_embeddings`` fits on dummy labels), where no DLC score
+        is used.
 
     Returns
     -------
@@ -80,6 +86,6 @@ def check_class_labels(y: Any, *, what: str = "y", unit: str = "samples") -> np.
             "a class label"
         )
     classes, counts = np.unique(arr, return_counts=True)
-    if len(classes) == 1:
+    if len(classes) == 1 and not allow_single:
         raise ValueError(single_class_message(what, classes[0], int(counts[0]), unit))
     return arr
