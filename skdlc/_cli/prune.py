@@ -27,14 +27,14 @@ from .._selection import STRATEGIES, round_half_up
 from . import CLIError
 from ._common import (
     check_images,
+    check_out_dir,
+    chunk_progress,
     counts_by_class,
     fmt_score,
     parse_gamma,
+    parse_image_size,
     parse_keep,
     parse_mask_ratios,
-    check_out_dir,
-    chunk_progress,
-    parse_image_size,
     parse_positive_int,
     read_labelled_images,
     write_csv,
@@ -168,7 +168,6 @@ def run(args) -> int:
     # 1. Read and check the data, so every input problem shows up before scoring; the
     # backbone is built in between so a bad name fails before any image is decoded.
     from .. import DLCScorer, FlexRandSampler, create_backbone
-
     from .._data import input_kind
     from .._validation import check_class_labels
 
