@@ -155,7 +155,8 @@ def _pil_to_rgb_uint8(im: "Image.Image") -> np.ndarray:
     above 1 are taken as 0-255 values, or as 0-65535 values when above 255. EXIF
     orientation (a phone photo stored sideways) is applied.
     """
-    im = ImageOps.exif_transpose(im) or im
+    if im.getexif().get(0x0112, 1) not in (None, 1):  # 0x0112: EXIF orientation
+        im = ImageOps.exif_transpose(im) or im
     if im.mode in _SIXTEEN_BIT or im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
         if a.size and not np.isfinite(a).all():
