@@ -13,25 +13,71 @@ through every masked variant it needs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._backbones._base import Backbone, Preprocessing
 
-__all__ = ["Batches", "make_batches", "preprocess_uint8", "ImageReadError", "n_samples", "check_finite", "decodes_files"]
+__all__ = [
+    "Batches",
+    "make_batches",
+    "preprocess_uint8",
+    "decode_image",
+    "ImageReadError",
+    "n_samples",
+    "check_finite",
+    "decodes_files",
+]
 
 
 class ImageReadError(ValueError):
-    """An image file is missing or cannot be decoded; names the file."""
+    """An image file is missing or cannot be decoded; ``path`` names the file.
 
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        super().__init__(f"cannot read image {path!r}: {reason}")
+    It survives DataLoader worker processes as itself, with ``path`` and ``reason``:
+    torch re-raises a worker's error as ``type(message=<worker traceback>)`` when the
+    class has a ``message`` attribute, and the path is read back from that traceback's
+    last line (which this class wrote, with the path as a Python literal).
+    """
+
+    message: str = "cannot read image"  # tells torch to re-raise with message=...
+
+    def __init__(self, path: str | None = None, reason: str | None = None, *, message: str | None = None):
+        if message is not None and path is None:
+            path, reason, worker = _parse_image_read_error(message)
+            self.worker_traceback = worker
+        self.path = "" if path is None else str(path)
+        self.reason = "" if reason is None else str(reason)
+        self.message = f"cannot read image {self.path!r}: {self.reason}"
+        super().__init__(self.message)
+
+    def __reduce__(self):  # pickling (multiprocessing, Ray, joblib) keeps path and reason
+        return (type(self), (self.path, self.reason))
+
+
+def _parse_image_read_error(text: str) -> tuple[str, str, str]:
+    """(path, reason, text) from a worker traceback ending in an ImageReadError line."""
+    import ast
+    import io
+    import tokenize
+
+    tag = "cannot read image "
+    at = text.rfind(tag)
+    if at < 0:
+        return "", text.strip().splitlines()[-1] if text.strip() else "", text
+    rest = text[at + len(tag):]
+    try:
+        tok = next(tokenize.generate_tokens(io.StringIO(rest).readline))
+        path = ast.literal_eval(tok.string)
+        reason = rest.splitlines()[tok.end[0] - 1][tok.end[1]:].lstrip(": ").rstrip()
+        return str(path), reason, text
+    except (SyntaxError, ValueError, tokenize.TokenError, StopIteration):
+        return "", rest.strip(), text
 
 
 def _is_pathlike_list(X: Any) -> bool:
@@ -97,12 +143,66 @@ def _preprocess_unit_float(x: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
     return _normalise(_resize_crop(x, pp), pp, pp.scale * 255.0)
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _pil_to_rgb_uint8(im: "Image.Image") -> np.ndarray:
+    """A PIL image in any mode -> uint8 (H, W, 3) RGB, upright.
+
+    ``convert("RGB")`` clips: 16-bit pixels become 0/255 and float pixels 0/1. Those
+    modes are scaled to 0-255 first: 16-bit integers (``I;16``, and ``I`` as 16-bit
+    PNGs open) by 255/65535; float (``F``) pixels in [0, 1] by 255, float pixels
+    above 1 are taken as 0-255 values, or as 0-65535 values when above 255. EXIF
+    orientation (a phone photo stored sideways) is applied.
+    """
+    if im.getexif().get(0x0112, 1) not in (None, 1):  # 0x0112: EXIF orientation
+        im = ImageOps.exif_transpose(im) or im
+    if im.mode in _SIXTEEN_BIT or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if a.size and not np.isfinite(a).all():
+            raise ValueError(f"{im.mode} image with NaN or infinite pixel values")
+        peak = float(a.max()) if a.size else 0.0
+        if im.mode == "F":
+            scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / 65535.0)
+        else:
+            scale = 255.0 / 65535.0
+        gray = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def decode_image(source: "str | os.PathLike | bytes | Image.Image") -> np.ndarray:
+    """Decode an image file, its bytes or a PIL image into uint8 (H, W, 3) RGB.
+
+    The one decoder of skdlc (the scorer, the command line and the TorchServe handler
+    all use it): EXIF orientation applied, 16-bit and float images scaled to 0-255
+    (see :func:`_pil_to_rgb_uint8`), every other mode converted to RGB.
+
+    Raises
+    ------
+    ImageReadError
+        A path that is no file or does not decode (names the path).
+    ValueError, OSError
+        Bytes or an image that do not decode (the caller names them).
+    """
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb_uint8(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        import io
+
+        with Image.open(io.BytesIO(bytes(source))) as im:
+            return _pil_to_rgb_uint8(im)
+    return _read_image(os.fspath(source))
+
+
 def _read_image(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ImageReadError(str(path), "no such file")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return _pil_to_rgb_uint8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(str(path), f"not a readable image ({exc})") from exc
 
@@ -112,7 +212,7 @@ def _item_to_uint8_or_float(item: Any) -> np.ndarray | torch.Tensor:
     if isinstance(item, (tuple, list)) and len(item) >= 1 and not isinstance(item[0], (int, float)):
         item = item[0]  # (image, label) pairs from torchvision-style datasets
     if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
+        return _pil_to_rgb_uint8(item)
     if isinstance(item, (str, os.PathLike)):
         return _read_image(os.fspath(item))
     if isinstance(item, torch.Tensor):
@@ -162,6 +262,19 @@ def check_finite(X: np.ndarray) -> None:
         raise ValueError(f"X contains NaN or infinity in {bad} sample(s); clean or drop them first")
 
 
+def _warn_if_not_unit_range(X: np.ndarray) -> None:
+    """Float images are read as pixels in [0, 1]; 0-255 values would be 255x too bright."""
+    if X.size and np.issubdtype(X.dtype, np.floating):
+        peak = float(X.max())
+        if peak > 2.0:
+            warnings.warn(
+                f"X is a float image array with values up to {peak:g}; float images are read "
+                "as pixels in [0, 1]. Divide by 255, or pass uint8 (N, H, W, C) images.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
 def _array_batches(X: np.ndarray, backbone: Backbone, batch_size: int) -> Batches:
     pp = backbone.preprocessing
     if X.dtype == object:
@@ -180,6 +293,7 @@ def _array_batches(X: np.ndarray, backbone: Backbone, batch_size: int) -> Batche
         )
     if X.dtype == np.uint8:
         return Batches(len(X), batch_size, lambda a, b: preprocess_uint8(X[a:b], pp))
+    _warn_if_not_unit_range(X)
     if X.ndim == 3:
         X = X[:, None]
     if X.shape[1] not in (1, 3):
@@ -194,7 +308,46 @@ def _array_batches(X: np.ndarray, backbone: Backbone, batch_size: int) -> Batche
     )
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                   ".ppm", ".pgm", ".pbm")  # fmt: skip
+
+
+def input_kind(backbone: Backbone) -> str:
+    """What a backbone takes: "text" (strings), "images" or "arrays" (as given)."""
+    if backbone.collate is not None:
+        return "text"
+    return "images" if backbone.preprocessing is not None else "arrays"
+
+
+def _looks_like_image_files(X: Sequence) -> bool:
+    head = list(X[:50])
+    return bool(head) and all(
+        isinstance(x, os.PathLike) or (isinstance(x, str) and x.lower().endswith(_IMAGE_SUFFIXES)
+                                       and os.path.isfile(x))
+        for x in head
+    )
+
+
+def check_input_kind(X: Sequence, backbone: Backbone) -> None:
+    """Refuse image files for a text backbone and text for an image backbone."""
+    kind = input_kind(backbone)
+    if kind == "text" and _looks_like_image_files(X):
+        raise ValueError(
+            f"backbone {backbone.name!r} takes text (a list of strings), but X is a list of "
+            "image files; choose an image backbone (e.g. 'efficientnet_lite0')"
+        )
+    if kind == "images" and len(X) and all(isinstance(x, str) for x in X[:50]):
+        head = X[:50]
+        if not any(os.path.isfile(x) or os.sep in x or x.lower().endswith(_IMAGE_SUFFIXES) for x in head):
+            raise ValueError(
+                f"backbone {backbone.name!r} takes images, but X is a list of strings that "
+                f"are neither image files nor image paths (e.g. {head[0][:60]!r}); for text, "
+                "choose a text backbone (e.g. 'all-MiniLM-L6-v2')"
+            )
+
+
 def _list_batches(X: Sequence, backbone: Backbone, batch_size: int) -> Batches:
+    check_input_kind(X, backbone)
     if backbone.collate is not None:
         items = list(X)
         return Batches(len(items), batch_size, lambda a, b: backbone.collate(items[a:b]))

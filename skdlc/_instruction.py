@@ -80,139 +80,15 @@ TEMPLATES = ("alpaca", "chat")
 
 
 # ----------------------------------------------------------------------------- records
-class RecordError(ValueError):
-    """A malformed input record; ``line`` is its 1-based line number in a JSONL file."""
-
-    def __init__(self, message: str, line: int | None = None):
-        super().__init__(message)
-        self.line = line
-
-
-@dataclass
-class JsonlData:
-    """The content of a JSONL file: parsed records, their raw text and line numbers."""
-
-    records: list[dict]
-    raw: list[str]
-    line_numbers: list[int]
-    path: Path
-
-
-def read_jsonl(path: str | os.PathLike) -> JsonlData:
-    """Read a JSON Lines file of objects (blank lines are skipped).
-
-    Raises
-    ------
-    RecordError
-        For a line that is not valid JSON or not a JSON object, with its line number.
-    """
-    path = Path(path)
-    records, raw, numbers = [], [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for i, line in enumerate(f, start=1):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RecordError(
-                    f"{path}: line {i}: not valid JSON ({exc.msg} at column {exc.colno})", i
-                ) from None
-            if not isinstance(obj, dict):
-                raise RecordError(
-                    f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}", i
-                )
-            records.append(obj)
-            raw.append(text)
-            numbers.append(i)
-    return JsonlData(records, raw, numbers, path)
-
-
-def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping | str]) -> int:
-    """Write records (dicts, or raw JSON strings written verbatim) atomically.
-
-    Returns the number of lines written.
-    """
-    n = 0
-    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
-        for r in records:
-            f.write(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False))
-            f.write("\n")
-            n += 1
-    return n
-
-
-def as_records(X: Any) -> list[Mapping]:
-    """A list of dicts / a DataFrame / a JSONL path / a sequence of mappings -> list.
-
-    Records are not copied or modified.
-    """
-    if isinstance(X, (str, os.PathLike)):
-        return read_jsonl(X).records
-    if hasattr(X, "to_dict") and hasattr(X, "columns"):  # pandas DataFrame
-        return X.to_dict("records")
-    if isinstance(X, Mapping):
-        raise TypeError(
-            "X must be a sequence of records (dicts), a DataFrame or a JSONL path; "
-            "got a single mapping"
-        )
-    try:
-        records = list(X)
-    except TypeError:
-        raise TypeError(
-            f"X must be a list of dicts, a DataFrame or a JSONL path, got {type(X).__name__}"
-        ) from None
-    return records
-
-
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def extract_fields(
-    records: Sequence[Mapping],
-    instruction_field: str = "instruction",
-    input_field: str | None = "input",
-    output_field: str = "output",
-    line_numbers: Sequence[int] | None = None,
-) -> list[tuple[str, str, str]]:
-    """(instruction, input, output) strings of each record; input may be absent.
-
-    Raises
-    ------
-    RecordError
-        Naming the record (or JSONL line) and the field that is missing or not text.
-    """
-
-    def where(i: int) -> str:
-        return f"line {line_numbers[i]}" if line_numbers is not None else f"record {i}"
-
-    out = []
-    for i, r in enumerate(records):
-        if not isinstance(r, Mapping):
-            raise RecordError(f"{where(i)}: expected a dict, got {type(r).__name__}",
-                              line_numbers[i] if line_numbers is not None else None)
-        vals = []
-        for field, required in ((instruction_field, True), (input_field, False),
-                                (output_field, True)):
-            v = r.get(field) if field is not None else None
-            if _is_missing(v):
-                if required:
-                    have = ", ".join(repr(k) for k in list(r)[:8])
-                    raise RecordError(
-                        f"{where(i)}: missing field {field!r} (the record has: {have})",
-                        line_numbers[i] if line_numbers is not None else None,
-                    )
-                v = ""
-            if not isinstance(v, str):
-                raise RecordError(
-                    f"{where(i)}: field {field!r} must be a string, got {type(v).__name__}",
-                    line_numbers[i] if line_numbers is not None else None,
-                )
-            vals.append(v)
-        out.append((vals[0], vals[1], vals[2]))
-    return out
+# JSONL I/O and record checks live in ._jsonl; imported here for the names above.
+from ._jsonl import (  # noqa: E402
+    JsonlData,
+    RecordError,
+    as_records,
+    extract_fields,
+    read_jsonl,
+    write_jsonl,
+)
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -27,6 +27,7 @@ from ._losses import LOGITS, per_class_losses
 from ._masking import MASKING_MODES
 from ._prototypes import class_means
 from ._ratios import PAPER_GRID, auto_ratio_order, resolve_mask_ratios
+from ._validation import check_class_labels
 
 __all__ = ["DLCScorer"]
 
@@ -460,7 +461,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)} labels")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinity")
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        embedding_only = self.embedding and isinstance(self.mask_ratios, (list, tuple)) and list(self.mask_ratios) == [0.0]
+        self.classes_, y_idx = np.unique(check_class_labels(y, allow_single=embedding_only), return_inverse=True)
         self.backbone_ = self._load_backbone()
         # Masked prototypes need every variant's features, so fit computes the losses
         # anyway; only unmasked prototypes make a one-pass fit possible.

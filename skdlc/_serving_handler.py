@@ -330,6 +330,8 @@ class DLCHandler(BaseHandler):
     def _decode(self, raw: bytes, what: str) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
+        from skdlc._data import decode_image
+
         if not raw:
             raise _bad(f"{what}: empty body, no image bytes")
         try:
@@ -341,7 +343,7 @@ class DLCHandler(BaseHandler):
                             f"{what} has {im.width}x{im.height} pixels, over the limit of "
                             f"{self.max_pixels} (handler setting max_image_pixels)"
                         )
-                    return np.asarray(im.convert("RGB"))
+                    return decode_image(im)  # 16-bit, float, EXIF: as the CLI and API
         except PredictionException:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,

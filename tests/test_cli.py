@@ -224,13 +224,14 @@ def _error(capsys, argv):
 
 @pytest.mark.parametrize(
     "keep, message",
-    [("0", "(0, 1]"), ("1.5", "(0, 1]"), ("30", "did you mean 0.3"), ("-0.2", "(0, 1]"),
-     ("nan", "finite"), ("abc", "must be a number")],
+    [("0", "(0, 1]"), ("1.5", "or a percentage (e.g. 30%)"), ("30", "(0, 1]"), ("-0.2", "(0, 1]"),
+     ("nan", "finite"), ("abc", "must be a number"), ("150%", "(0%, 100%]"), ("0%", "(0%, 100%]")],
 )
 def test_error_bad_keep(folder, tmp_path, capsys, keep, message):
     out = tmp_path / "out"
     line = _error(capsys, ["prune", folder, "--keep", keep, "--backbone", TINY, "--out", out])
     assert "--keep" in line and message in line
+    assert "did you mean" not in line  # 1.5 is not guessed to be 0.015
     assert not out.exists()
 
 
@@ -305,15 +306,16 @@ def test_error_nan_in_manifest(folder, tmp_path, capsys):
     m.write_text(f"path,label\n{folder}/cat/00.png,cat\n,dog\n{folder}/dog/12.png,NaN\n"
                  f"{folder}/dog/13.png,\n")
     line = _error(capsys, ["prune", m, "--keep", "0.5", "--backbone", TINY])
-    assert "missing path (empty or NaN) on line(s) 3" in line
-    assert "missing label (empty or NaN) on line(s) 4, 5" in line
+    # "NaN" is a class name like any other; only empty cells are missing
+    assert "missing path (empty cell) on line(s) 3" in line
+    assert "missing label (empty cell) on line(s) 5" in line
 
 
 def test_error_single_class(tmp_path, capsys):
     X, _ = _images((6,))
     data = make_image_folder(tmp_path / "data", X, np.zeros(6, int), class_names=["only"])
     line = _error(capsys, ["prune", data, "--keep", "0.5", "--backbone", TINY])
-    assert "single class" in line and "'only'" in line
+    assert "only one class" in line and "'only'" in line and "6 images" in line
 
 
 def test_error_gamma_auto_with_gamma_free_strategy(folder, capsys):
@@ -328,10 +330,9 @@ def test_error_out_is_a_file(folder, tmp_path, capsys):
     assert f.read_text() == "keep me"
 
 
-def test_error_library_value_error_is_one_line(folder, capsys):
-    # a ValueError from the library (sklearn parameter validation) -> exit 2, one line
+def test_error_image_size_names_the_option(folder, capsys):
     line = _error(capsys, ["prune", folder, "--keep", "0.5", "--backbone", TINY, "--image-size", "4"])
-    assert "image_size" in line
+    assert "--image-size must be at least 8 pixels, got 4" in line
 
 
 # --------------------------------------------------------------------------- tuning

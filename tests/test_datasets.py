@@ -310,3 +310,29 @@ def test_make_image_folder_errors(tmp_path):
         make_image_folder(tmp_path, images, [0, 1], fmt="gif")
     with pytest.raises(ValueError, match="folder name"):
         make_image_folder(tmp_path, images, [0, 1], class_names=["a", "../b"])
+
+
+# ------------------------------------------------------- reading labelled image files
+def test_read_image_folder_and_manifest(tmp_path):
+    from skdlc.datasets import read_image_folder, read_manifest
+
+    images = np.zeros((5, 4, 4, 3), dtype=np.uint8)
+    root = make_image_folder(tmp_path / "d", images, [0, 1, 1, 0, 1], class_names=["b", "a"])
+    (root / "empty").mkdir()
+    (root / "a" / ".hidden.png").write_bytes(b"x")
+    data = read_image_folder(root)
+    assert data.kind == "folder" and len(data) == 5
+    assert data.labels.tolist() == ["a", "a", "a", "b", "b"]  # sorted class folders
+    assert [p.rsplit("/", 1)[1] for p in data.paths] == ["1.png", "2.png", "4.png", "0.png", "3.png"]
+    assert any("empty" in n for n in data.notes)
+
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,label\n d/a/1.png , null\nd/b/0.png,None\nd/b/3.png,NA\n")
+    m = read_manifest(csv_path)
+    assert m.labels.tolist() == ["null", "None", "NA"]
+    assert m.paths[0] == str(root / "a" / "1.png")
+    csv_path.write_text("path,label\nd/a/1.png,\n")
+    with pytest.raises(ValueError, match=r"missing label \(empty cell\) on line\(s\) 2"):
+        read_manifest(csv_path)
+    with pytest.raises(ValueError, match="no images found"):
+        read_image_folder(tmp_path / "d" / "empty")

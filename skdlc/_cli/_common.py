@@ -8,7 +8,6 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -24,6 +23,10 @@ __all__ = [
     "read_manifest",
     "check_images",
     "parse_keep",
+    "parse_image_size",
+    "check_out_dir",
+    "check_out_file",
+    "chunk_progress",
     "parse_gamma",
     "parse_mask_ratios",
     "parse_fractions",
@@ -32,134 +35,36 @@ __all__ = [
     "embed",
 ]
 
-#: File name endings read as images in an image folder (case-insensitive).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                    ".ppm", ".pgm", ".pbm")  # fmt: skip
+# Reading lives in skdlc.datasets (public); the CLI turns its errors into one-line ones.
+from ..datasets import IMAGE_EXTENSIONS, LabelledImages  # noqa: E402
 
 
-@dataclass
-class LabelledImages:
-    """Image files and their class labels, as read from DATA."""
-
-    paths: list[str]  # absolute
-    labels: np.ndarray  # str
-    source: Path
-    kind: str  # "folder" or "manifest"
-    notes: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, keep: np.ndarray) -> "LabelledImages":
-        keep = np.asarray(keep, dtype=bool)
-        return LabelledImages(
-            [p for p, k in zip(self.paths, keep) if k], self.labels[keep], self.source,
-            self.kind, list(self.notes), list(self.skipped),
-        )
-
-
-# ------------------------------------------------------------------------ reading
 def read_labelled_images(data: str | os.PathLike) -> LabelledImages:
     """An image folder (one subfolder per class) or a CSV manifest (path,label)."""
-    path = Path(os.path.expanduser(os.fspath(data)))
-    if not path.exists():
-        raise CLIError(f"DATA {os.fspath(data)!r} does not exist")
-    if path.is_dir():
-        return read_image_folder(path)
-    return read_manifest(path)
+    from ..datasets import read_labelled_images as _read
 
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
+    try:
+        return _read(data)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def read_image_folder(root: Path) -> LabelledImages:
-    """``root/<class>/**/<image>``: every image file under a class folder, sorted."""
-    root = Path(os.path.abspath(root))
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
-    paths, labels, notes, empty = [], [], [], []
-    for d in class_dirs:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(d):
-            dirnames[:] = sorted(n for n in dirnames if _visible(n))
-            files += [
-                os.path.join(dirpath, f)
-                for f in filenames
-                if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-        if not files:
-            empty.append(d.name)
-            continue
-        files.sort()
-        paths += files
-        labels += [d.name] * len(files)
-    if not paths:
-        loose = [f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        if loose:
-            raise CLIError(
-                f"{root} holds images but no class subfolders; put the images of each "
-                f"class in a subfolder named after it ({root}/<class>/...)"
-            )
-        what = "no class subfolders" if not class_dirs else "class subfolders without images"
-        raise CLIError(
-            f"no images found in {root} ({what}); expected one subfolder per class "
-            f"holding image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)"
-        )
-    if empty:
-        notes.append(f"class folder(s) without images left out: {', '.join(empty)}")
-    return LabelledImages(paths, np.asarray(labels, dtype=str), root, "folder", notes)
+    from ..datasets import read_image_folder as _read
+
+    try:
+        return _read(root)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def read_manifest(csv_path: Path) -> LabelledImages:
-    """A CSV with a header holding ``path`` and ``label`` columns (others ignored).
+    from ..datasets import read_manifest as _read
 
-    Relative paths are resolved against the CSV's folder. Empty cells and the usual
-    missing-value markers (NaN, NA, null, ...) are errors, reported by line number.
-    """
-    import pandas as pd
-
-    csv_path = Path(os.path.abspath(csv_path))
     try:
-        df = pd.read_csv(csv_path, dtype=str, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise CLIError(f"manifest {csv_path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(
-            f"cannot read {csv_path} as a CSV manifest ({first}); DATA must be an image "
-            "folder or a CSV file with 'path' and 'label' columns"
-        ) from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    missing = [c for c in ("path", "label") if c not in df.columns]
-    if missing:
-        found = ", ".join(repr(c) for c in df.columns) or "none"
-        raise CLIError(
-            f"manifest {csv_path} needs a header with columns 'path' and 'label'; "
-            f"missing {', '.join(repr(c) for c in missing)} (found: {found})"
-        )
-    if df.columns.duplicated().any():
-        raise CLIError(f"manifest {csv_path} has duplicate column names")
-    if len(df) == 0:
-        raise CLIError(f"manifest {csv_path} has a header but no rows")
-    df["path"] = df["path"].str.strip()
-    df["label"] = df["label"].str.strip()
-    problems = []
-    for col in ("path", "label"):
-        bad = df[col].isna() | (df[col] == "")
-        if bad.any():
-            lines = (np.flatnonzero(bad.to_numpy()) + 2).tolist()  # + header, 1-based
-            shown = ", ".join(map(str, lines[:10])) + (f" (and {len(lines) - 10} more)" if len(lines) > 10 else "")
-            problems.append(f"missing {col} (empty or NaN) on line(s) {shown}")
-    if problems:
-        raise CLIError(f"manifest {csv_path}: {'; '.join(problems)}")
-    base = csv_path.parent
-    paths = [os.path.abspath(os.path.join(base, os.path.expanduser(p))) for p in df["path"]]
-    notes = []
-    n_dup = len(paths) - len(set(paths))
-    if n_dup:
-        notes.append(f"{n_dup} manifest row(s) repeat an earlier path; each row is scored")
-    return LabelledImages(paths, df["label"].to_numpy(dtype=str), csv_path, "manifest", notes)
+        return _read(csv_path)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------- checking
@@ -227,11 +132,32 @@ def _float(text: str, what: str) -> float:
 
 
 def parse_keep(text: str, what: str = "--keep") -> float:
-    """A keep ratio in (0, 1]."""
-    value = _float(text, what)
+    """A keep ratio: a fraction in (0, 1] (``0.3``) or a percentage in (0, 100] (``30%``).
+
+    A bare number above 1 is refused rather than guessed at: ``1.5`` could mean 1.5%
+    or 150%, so the message says both ways of writing a keep ratio.
+    """
+    raw = str(text).strip()
+    if raw.endswith("%"):
+        value = _float(raw[:-1].strip(), what)
+        if not 0 < value <= 100:
+            raise CLIError(f"{what} as a percentage must be in (0%, 100%], got {raw}")
+        return value / 100.0
+    value = _float(raw, what)
     if not 0 < value <= 1:
-        hint = f" (did you mean {value / 100:g}?)" if 1 < value <= 100 else ""
-        raise CLIError(f"{what} must be a fraction in (0, 1], got {text}{hint}")
+        raise CLIError(
+            f"{what} must be a fraction in (0, 1] (e.g. 0.3) or a percentage (e.g. 30%), got {raw}"
+        )
+    return value
+
+
+def parse_image_size(text: str | None, what: str = "--image-size") -> int | None:
+    """A square input size in pixels, at least 8 (None: the backbone's own)."""
+    if text is None:
+        return None
+    value = parse_positive_int(text, what)
+    if value < 8:
+        raise CLIError(f"{what} must be at least 8 pixels, got {value}")
     return value
 
 
@@ -283,6 +209,37 @@ def parse_positive_int(text: str, what: str) -> int:
 
 
 # ------------------------------------------------------------------------ writing
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be created and written, naming the option.
+
+    Runs before any model work; leaves nothing behind (see ``check_writable_dir``).
+    """
+    from .._io import check_writable_dir
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{option} {out} exists and is not a folder")
+    try:
+        check_writable_dir(out)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CLIError(f"{option} {out} cannot be written: {reason}") from None
+
+
+def check_out_file(out: Path, option: str = "--out") -> None:
+    """Refuse an output file path that cannot be written (a folder, an unwritable parent)."""
+    from .._io import check_writable_dir
+
+    out = Path(out)
+    if out.is_dir() or str(out).endswith(os.sep):
+        raise CLIError(f"{option} {out} is a folder; give the path of a file to write")
+    try:
+        check_writable_dir(out.parent, parent=False)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CLIError(f"{option} {out}: its folder cannot be written: {reason}") from None
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
     """Write a CSV atomically: readers see the old file or the whole new one."""
     from .._io import atomic_write
@@ -337,6 +294,35 @@ def embed(scorer, X, *, batch_size: int | None = None) -> np.ndarray:
     for _, feats in engine.features(batches, [0.0], desc="embedding", decodes=decodes_files(X)):
         return feats
     raise RuntimeError("no features computed")  # pragma: no cover
+
+
+def chunk_progress(scorer, X) -> tuple[int, int] | None:
+    """(chunks cached, chunks in all) of scoring X with ``scorer``'s cache folder.
+
+    A chunk is one row range under one masked variant: a file of the chunk store. None
+    when it cannot be known beforehand (no cache folder, ``mask_ratios="auto"``, data
+    without a fingerprint). Reads the store the scorer will read; computes nothing.
+    """
+    import copy
+
+    from .. import _chunks
+    from .._ratios import resolve_mask_ratios
+
+    if scorer.memory is None or isinstance(scorer.mask_ratios, str):
+        return None
+    try:
+        probe = copy.copy(scorer)  # never mutate the caller's estimator
+        probe.backbone_ = probe._load_backbone()
+        store = _chunks.chunk_store(probe, X)
+        if store is None:
+            return None
+        ranges = _chunks.chunk_ranges(len(X), probe.chunk_size, probe.batch_size)
+        ratios = list(resolve_mask_ratios(probe.mask_ratios, probe.random_state))
+        run = ratios if 0.0 in ratios or not (probe.prototypes == "unmasked" or probe.embedding) else [0.0] + ratios
+    except (AttributeError, TypeError, ValueError):  # the chunk store changed shape
+        return None
+    cached = sum(store.has(r, a, b) for a, b in ranges for r in run)
+    return cached, len(ranges) * len(run)
 
 
 def counts_by_class(labels: np.ndarray) -> dict[str, int]:

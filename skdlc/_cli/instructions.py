@@ -1,10 +1,14 @@
 """``skdlc prune-instructions``: prune an instruction-tuning JSONL file with DLC + FlexRand.
 
 Reads records with ``instruction``, optional ``input`` and ``output`` fields (names
-configurable), scores every record with :class:`skdlc._instruction.InstructionScorer`
+configurable), scores every record with :class:`skdlc.InstructionScorer`
 (masked causal-LM complexity), keeps a subset with FlexRand, and writes the kept records
-unchanged: their original lines, byte for byte, in input order. ``--with-scores`` adds
-one field holding the score (the records are then re-serialised as JSON).
+unchanged: their original lines, byte for byte (line endings and a byte-order mark
+included), in input order. ``--with-scores`` adds one field holding the score (the
+records are then re-serialised as JSON, keeping each line's ending).
+
+Every record is read and checked (UTF-8, JSON objects, the text fields present and
+valid Unicode) and ``--out`` is checked for writing before the model is loaded.
 """
 
 from __future__ import annotations
@@ -130,20 +134,16 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports here, so that `skdlc --help` stays fast
     import numpy as np
 
-    from .._instruction import (
-        InstructionScorer,
-        RecordError,
-        extract_fields,
-        read_jsonl,
-        select_instructions,
-        write_jsonl,
-    )
+    from .._instruction import InstructionScorer, select_instructions
+    from .._jsonl import RecordError, extract_fields, read_jsonl, write_jsonl
+    from ._common import check_out_file
 
     src, out = Path(args.data), Path(args.out)
     if not src.is_file():
         raise CLIError(f"no such file: {src}")
     if out.exists() and out.resolve() == src.resolve():
         raise CLIError("--out must differ from the input file")
+    check_out_file(out, "--out")
     if not 0.0 < args.gamma < 1.0:
         raise CLIError(f"--gamma must be in (0, 1), got {args.gamma}")
     if args.max_length < 8:
@@ -152,13 +152,18 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
 
     try:
-        data = read_jsonl(src)
-        if not data.records:
-            raise CLIError(f"{src}: no records (the file is empty or only blank lines)")
+        data = read_jsonl(src)  # names the file and line itself
+    except RecordError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {src}: {exc.strerror or exc}") from None
+    if not data.records:
+        raise CLIError(f"{src}: no records (the file is empty or only blank lines)")
+    try:
         extract_fields(data.records, args.instruction_field, args.input_field,
                        args.output_field, line_numbers=data.line_numbers)
     except RecordError as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(f"{src}: {exc}") from None
     n = len(data.records)
 
     groups = None
@@ -220,18 +225,32 @@ def run(args: argparse.Namespace) -> int:
     if idx.size == 0:  # pragma: no cover - select keeps at least one per group
         raise CLIError("nothing would be kept; raise --keep")
 
+    # The file's line ending (from its first ended line) closes a last line without one.
+    eol = next((r[len(r.rstrip(b"\r\n")):] for r in data.raw_bytes if r.endswith(b"\n")), b"\n")
+
+    def ending(raw: bytes) -> bytes:
+        return raw[len(raw.rstrip(b"\r\n")):] or eol
+
     if args.with_scores:
         def lines():
             for i in idx:
                 rec = json.loads(data.raw[i])
                 rec[args.score_field] = float(scores[i])
-                yield _dump_record(rec)
+                yield _dump_record(rec).encode("utf-8") + ending(data.raw_bytes[i])
     else:
         def lines():
-            for i in idx:
-                yield data.raw[i]
+            for i in idx:  # the original bytes, line ending included
+                raw = data.raw_bytes[i]
+                yield raw if raw.endswith(b"\n") else raw + eol
 
-    written = write_jsonl(out, lines())
+    from .._io import output_set
+
+    # One set: the kept records (and, once written, the report beside them) appear
+    # together; the JSONL goes last. swap=False: out's folder is the user's, not ours.
+    with output_set(out.parent, [out.name], swap=False) as tmp:
+        # The report (skdlc.report.write_report) is written here, into `tmp`, with its
+        # names listed before out.name above.
+        written = write_jsonl(tmp / out.name, lines(), bom=data.bom)
     ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
     per = f" per {args.category_field!r}" if groups is not None else ""
     _say(f"read {n} records from {src}")

@@ -1,7 +1,9 @@
 """``skdlc prune DATA --keep 0.3``: score an image data set with DLC, keep a FlexRand subset.
 
-Outputs, in ``--out`` (every file written atomically, and only once everything was
-computed, so a failed run leaves ``--out`` untouched):
+Outputs, in ``--out``, written as one set (:func:`skdlc._io.output_set`): into a
+temporary folder beside ``--out`` and moved into place only once every file is whole,
+so a failed run leaves ``--out`` as it was, and outputs of an earlier run that this run
+does not produce (a stale ``skipped.csv``) are removed:
 
 - ``kept.csv``: the kept manifest, ``path,label,score`` (absolute paths, input order),
   itself a valid DATA for another ``skdlc prune``;
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,12 @@ from .._selection import STRATEGIES, round_half_up
 from . import CLIError
 from ._common import (
     check_images,
+    check_out_dir,
+    chunk_progress,
     counts_by_class,
     fmt_score,
     parse_gamma,
+    parse_image_size,
     parse_keep,
     parse_mask_ratios,
     parse_positive_int,
@@ -73,7 +77,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA", help="image folder (one subfolder per class) or CSV manifest (path,label)")
     p.add_argument("--keep", required=True, metavar="RATIO",
-                   help="fraction of every class to keep, in (0, 1]; each class keeps at least one image")
+                   help="fraction of every class to keep, in (0, 1] (e.g. 0.3), or a percentage "
+                        "(e.g. 30%%); each class keeps at least one image")
     p.add_argument("--gamma", default="0.5", metavar="G|auto",
                    help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': tune it on a 20%% "
                         "validation split with a logistic-regression probe on the backbone's "
@@ -88,16 +93,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mask-ratios", default="5", metavar="T|auto|R1,R2,...",
                    help="the masking path: a count drawn from the paper's grid (always with the "
                         "unmasked model), 'auto', or explicit ratios in [0, 1) (default: 5)")
-    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+    p.add_argument("--image-size", default=None, metavar="PX",
                    help="score at this square input size instead of the backbone's (faster when smaller)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", default="64", metavar="N", help="images per forward pass (default: 64)")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="processes decoding images while the model runs (default: automatic)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the mask-ratio draw, the gamma search and the sampler (default: 0)")
     p.add_argument("--cache", metavar="DIR", default=None,
-                   help="joblib cache folder for scores: a rerun with the same data and settings skips scoring")
+                   help="cache folder for scores and features: a rerun with the same data and settings "
+                        "skips scoring, and a killed run resumes from its last finished chunk")
+    p.add_argument("--chunk-size", default=None, metavar="N",
+                   help="with --cache: images per resumable chunk (default: 4 batches on the CPU, "
+                        "32 on a GPU, so a killed run loses a few minutes of work at most)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="'local' (this process), or 'ray': score on Ray Data, with an actor pool over "
                         "the Ray cluster's CPUs or GPUs (needs pip install 'skdlc[ray]'; see "
@@ -124,10 +133,20 @@ def _default_out(data: str) -> Path:
     return Path.cwd() / f"{stem or 'data'}_pruned"
 
 
-def _image_read_error(exc: BaseException) -> str | None:
-    """The 'cannot read image ...' message inside an error from a DataLoader worker."""
-    m = re.search(r"cannot read image '[^']*': [^\n]*", str(exc))
-    return m.group(0) if m else None
+#: Every file (or folder) a prune run can write; a rerun removes the ones it does not
+#: write. summary.json comes last: it is the file that says the set is complete.
+OUTPUT_NAMES = ("scores.csv", "kept.csv", "skipped.csv", "report.html", "figures", "summary.json")
+
+
+def _chunk_size(text: str | None, batch_size: int, device: str) -> int:
+    """Rows per resumable chunk: a few minutes of work at most when a run is killed."""
+    if text is not None:
+        return parse_positive_int(text, "--chunk-size")
+    from .._engine import resolve_device
+
+    # The torch engine runs Lite0 at 224 px over 5 ratios at about 1 image/s on a small
+    # CPU: 4 batches of 64 are about 4 minutes; a GPU is 10-50x faster.
+    return batch_size * (4 if resolve_device(device).type == "cpu" else 32)
 
 
 def run(args) -> int:
@@ -136,28 +155,36 @@ def run(args) -> int:
     gamma = parse_gamma(args.gamma)
     mask_ratios = parse_mask_ratios(args.mask_ratios)
     tune_repeats = parse_positive_int(args.tune_repeats, "--tune-repeats")
+    image_size = parse_image_size(args.image_size)
+    batch_size = parse_positive_int(args.batch_size, "--batch-size")
     if gamma == "auto" and args.strategy not in ("flexrand", "flexible"):
         raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
                        f"strategy {args.strategy!r} does not use gamma")
     out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
+    check_out_dir(out, "--out")  # before any model work
+    chunk_size = _chunk_size(args.chunk_size, batch_size, args.device) if args.cache else None
     verbose = not args.quiet
 
     # 1. Read and check the data, so every input problem shows up before scoring; the
     # backbone is built in between so a bad name fails before any image is decoded.
     from .. import DLCScorer, FlexRandSampler, create_backbone
+    from .._data import input_kind
+    from .._validation import check_class_labels
 
     data = read_labelled_images(args.data)
     backbone = create_backbone(args.backbone)
+    if input_kind(backbone) != "images":
+        raise CLIError(
+            f"--backbone {args.backbone} takes {input_kind(backbone)}, not images; skdlc prune "
+            "scores image files: choose an image backbone (e.g. efficientnet_lite0), or score "
+            "texts from Python with DLCScorer"
+        )
     data = check_images(data, args.on_error, verbose=verbose)
     before = counts_by_class(data.labels)
-    if len(before) < 2:
-        (only,) = before
-        raise CLIError(
-            f"{data.source} has a single class ({only!r}, {before[only]} images); DLC "
-            "scores compare a sample with every class's prototype, so it needs at least two"
-        )
+    try:
+        check_class_labels(data.labels, what=str(data.source), unit="images")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     t_read = time.perf_counter() - t0
 
     # 2. Score.
@@ -165,25 +192,30 @@ def run(args) -> int:
         backbone,
         mask_ratios=mask_ratios,
         embedding=gamma == "auto" and keep < 1,  # the probe's features
-        image_size=args.image_size,
-        batch_size=args.batch_size,
+        image_size=image_size,
+        batch_size=batch_size,
         num_workers=args.num_workers,
         device=args.device,
         memory=os.path.expanduser(args.cache) if args.cache else None,
+        **({"chunk_size": chunk_size} if chunk_size else {}),
         backend=args.backend,
         ray_address=args.address,
         num_gpus=args.num_gpus,
         random_state=args.seed,
         verbose=verbose,
     )
+    if args.cache and args.backend == "local":
+        progress = chunk_progress(scorer, data.paths)
+        if progress is not None and progress[0] > 0:
+            print(f"skdlc prune: resuming: {progress[0]} of {progress[1]} chunks cached in "
+                  f"{args.cache}", file=sys.stderr)
     t1 = time.perf_counter()
+    from .._data import ImageReadError
+
     try:
         Xt = scorer.fit_transform(data.paths, data.labels)
-    except RuntimeError as exc:  # an image that broke inside a DataLoader worker
-        msg = _image_read_error(exc)
-        if msg is None:
-            raise
-        raise CLIError(f"{msg}; pass --on-error skip to leave unreadable images out") from None
+    except ImageReadError as exc:  # an image that broke while scoring (worker or not)
+        raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
     t_score = time.perf_counter() - t1
     n_classes = len(scorer.classes_)
     per_class = Xt[:, -n_classes:]
@@ -270,13 +302,18 @@ def run(args) -> int:
     if args.on_error == "skip":
         summary["outputs"]["skipped"] = "skipped.csv"
     labels = data.labels.tolist()
-    write_csv(out / "scores.csv", ("path", "label", "score", "kept"),
-              ((p, l, fmt_score(s), int(k)) for p, l, s, k in zip(data.paths, labels, scores, kept_mask)))
-    write_csv(out / "kept.csv", ("path", "label", "score"),
-              ((data.paths[i], labels[i], fmt_score(scores[i])) for i in sampler.sample_indices_))
-    if args.on_error == "skip":
-        write_csv(out / "skipped.csv", ("path", "reason"), data.skipped)
-    write_json(out / "summary.json", summary)
+    from .._io import output_set
+
+    with output_set(out, OUTPUT_NAMES) as tmp:
+        write_csv(tmp / "scores.csv", ("path", "label", "score", "kept"),
+                  ((p, l, fmt_score(s), int(k)) for p, l, s, k in zip(data.paths, labels, scores, kept_mask)))
+        write_csv(tmp / "kept.csv", ("path", "label", "score"),
+                  ((data.paths[i], labels[i], fmt_score(scores[i])) for i in sampler.sample_indices_))
+        if args.on_error == "skip":
+            write_csv(tmp / "skipped.csv", ("path", "reason"), data.skipped)
+        # The report (skdlc.report.write_report: report.html + figures/) is written
+        # here, into `tmp`, so that it joins the set; add its names to summary["outputs"].
+        write_json(tmp / "summary.json", summary)  # last: the set is complete
     _print_summary(summary, out)
     return 0
 

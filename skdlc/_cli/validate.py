@@ -35,6 +35,16 @@ def _mask_ratios(text: str):
         ) from None
 
 
+def _image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "validate",
@@ -48,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="a .npz file with arrays X (uint8 images, N x H x W [x C]) and y")
     p.add_argument("--n-per-class", type=int, default=50, help="images per class from --dataset (default 50)")
     p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--image-size", type=int, default=None, help="input px override (faster when smaller)")
+    p.add_argument("--image-size", type=_image_size, default=None,
+                   help="input px override, at least 8 (faster when smaller)")
     p.add_argument("--mask-ratios", type=_mask_ratios, default=5, help="int, comma list or 'auto' (default 5)")
     p.add_argument("--epochs", type=int, default=50, help="epochs of S_Opt's head training (default 50)")
     p.add_argument("--lr", type=float, default=0.01, help="S_Opt's SGD learning rate (default 0.01)")
