@@ -114,6 +114,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="add the DLC score to each kept record (as --score-field)")
     f.add_argument("--score-field", default="dlc_score")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--no-report", action="store_true",
+                   help="do not write OUT_report/ (report.html: score histogram, easiest and hardest "
+                        "records, kept share per category)")
     p.set_defaults(func=run)
     return p
 
@@ -242,6 +245,26 @@ def run(args: argparse.Namespace) -> int:
              f"{args.max_length} tokens and were truncated for scoring (not in the output)")
     _say(f"kept {written} of {n} records ({args.strategy}, gamma={args.gamma:g}{per}); "
          f"wrote {out}")
+    if not args.no_report:  # secondary output: a failure is reported, the kept records stay
+        from ..report import write_report
+
+        report_dir = out.with_name(out.stem + "_report")
+        kept = np.zeros(n, dtype=bool)
+        kept[idx] = True
+        try:
+            write_report(
+                report_dir, scores=scores, kept=kept, texts=data.raw,
+                labels=None if groups is None else [r[args.category_field] if isinstance(
+                    r[args.category_field], str) else g for r, g in zip(data.records, groups)],
+                calibration=getattr(scorer, "calibration_", None),
+                timings={"model load": t1 - t0, "scoring": t2 - t1}, command=["skdlc", *sys.argv[1:]],
+                info={"data": str(src), "model": scorer.model_source_, "mask ratios": list(scorer.mask_ratios_),
+                      "keep": args.keep, "strategy": args.strategy, "gamma": args.gamma,
+                      "category field": args.category_field},
+                title=f"skdlc prune-instructions: {src.name}")
+            _say(f"wrote {report_dir / 'report.html'}")
+        except Exception as exc:  # noqa: BLE001
+            _say(f"report not written ({type(exc).__name__}: {exc})")
     return 0
 
 
