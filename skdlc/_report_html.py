@@ -32,9 +32,11 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 .na{color:#8a5a00;background:#fff6e0;border:1px solid #f0d9a0;padding:6px 10px;
  border-radius:6px;display:inline-block}
 .note{color:#5b6475;font-size:12px}
-.row{display:flex;gap:6px;align-items:flex-start;flex-wrap:wrap}
-.side{font-size:12px;color:#5b6475;width:58px;padding-top:22px}
-figure.t{margin:0;width:76px;text-align:center;font-size:10px;color:#3a4150}
+.row{display:flex;gap:4px;align-items:flex-start;flex-wrap:wrap;margin:0 0 6px}
+.cname{font-size:12px;font-weight:600;width:84px;padding-top:26px;overflow-wrap:anywhere}
+.gap{width:18px;padding-top:26px;color:#99a;text-align:center}
+.pair{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}.pair img.fig{max-width:640px}
+figure.t{margin:0;width:74px;text-align:center;font-size:10px;color:#3a4150}
 figure.t img,figure.t .ph{width:64px;height:64px;object-fit:contain;image-rendering:pixelated;
  border:3px solid #c9ced8;background:#eef0f4;display:block;margin:0 auto}
 figure.t.kept img,figure.t.kept .ph{border-color:#1f9d55}
@@ -78,9 +80,9 @@ def png_img(png: bytes, alt: str) -> str:
     return f'<img class="fig" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence], *, numeric: Sequence[int] = (),
+def table(header: Sequence[str] | None, rows: Iterable[Sequence], *, numeric: Sequence[int] = (),
           scroll: bool = False) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header or ())
     body = []
     for r in rows:
         cells = "".join(
@@ -88,7 +90,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence], *, numeric: Sequence[
             for j, v in enumerate(r)
         )
         body.append(f"<tr>{cells}</tr>")
-    t = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if header else ""
+    t = f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{t}</div>' if scroll else t
 
 

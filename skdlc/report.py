@@ -164,7 +164,8 @@ def plot_score_distribution(scores, labels, kept, *, classes=None, max_classes: 
     for ax, k in zip(axes.ravel(), shown):
         s, m = scores[g == k], kept[g == k]
         edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=bins) if np.isfinite(s).any() else bins
-        ax.hist([s[m], s[~m]], bins=edges, stacked=True, color=[_KEPT, _DROPPED],
+        # stepfilled: one polygon per series instead of a patch per bar (much faster to draw)
+        ax.hist([s[m], s[~m]], bins=edges, stacked=True, histtype="stepfilled", color=[_KEPT, _DROPPED],
                 label=["kept", "dropped"])
         ax.set_title(f"{truncate(names[k], 28)}  ({m.sum()}/{len(s)} kept)", fontsize=9)
         ax.tick_params(labelsize=7)
@@ -557,11 +558,11 @@ class _Figures:
         self.png: dict[str, bytes] = {}
         self.seconds: dict[str, float] = {}
 
-    def add(self, name: str, make) -> str:
+    def add(self, name: str, make, *, embed: bool = True) -> str:
         t = time.perf_counter()
         self.png[name] = _png(make())
         self.seconds[name] = time.perf_counter() - t
-        return png_img(self.png[name], name)
+        return png_img(self.png[name], name) if embed else ""
 
 
 def _thumb_cell(i: int, thumbs: Thumbnails, name: str, caption: str, kept: bool) -> str:
@@ -680,12 +681,12 @@ def write_report(
     sections = [
         _overview(n, kept, names, info),
         _counts(g, names, kept, labels, classes, figs),
-        _scores(scores, labels, kept, classes, names, max_classes, figs),
         _examples(scores, g, names, kept, paths, texts, thumbs, labels, classes, max_classes,
                   n_examples, record_chars, figs),
+        _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs),
+        _scores(scores, labels, kept, classes, names, max_classes, figs),
         _path(calibration, figs),
         _selection(selection, figs),
-        _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs),
     ]
     # the run section last, so that it can say how long the report itself took
     timings = dict(timings or {})
@@ -727,7 +728,7 @@ def _overview(n, kept, names, info) -> Section:
     rows = [("samples", n), ("kept", f"{int(kept.sum())} ({100 * kept.mean():.1f}%)" if n else "0"),
             ("classes", len(names))]
     rows += [(k, _fmt(v)) for k, v in (info or {}).items() if v is not None]
-    return Section("overview", "Overview", table(("", ""), rows))
+    return Section("overview", "Overview", table(None, rows))
 
 
 def _counts(g, names, kept, labels, classes, figs) -> Section:
@@ -738,7 +739,8 @@ def _counts(g, names, kept, labels, classes, figs) -> Section:
                  f"{100 * after.sum() / max(before.sum(), 1):.1f}%"))
     head = ("class" if labels is not None else "group", "before", "kept", "kept share")
     fig = figs.add("counts", lambda: plot_class_counts(labels, kept, classes=classes)) if len(names) > 1 else ""
-    return Section("counts", "Counts per class", fig + table(head, rows, numeric=(1, 2, 3), scroll=len(rows) > 12))
+    return Section("counts", "Counts per class", '<div class="pair">' + fig
+                   + table(head, rows, numeric=(1, 2, 3), scroll=len(rows) > 12) + "</div>")
 
 
 def _scores(scores, labels, kept, classes, names, max_classes, figs) -> Section:
@@ -758,27 +760,26 @@ def _examples(scores, g, names, kept, paths, texts, thumbs, labels, classes, max
     shown, hidden = _shown(names, max_classes)
     parts = []
     if paths is not None:
-        parts.append('<p class="legend">Per class, easiest first and hardest first; outline:'
-                     '<span class="k"></span>kept<span></span>dropped. Hover for the full file name.</p>')
+        parts.append('<p class="legend">Per class, the easiest (left) to the hardest (right), with file name and '
+                     'score; outline:<span class="k"></span>kept<span></span>dropped. Hover for the full name.</p>')
     for k in shown:
         easy, hard = _order_by_score(scores, g, k, n_ex)
+        if paths is not None:
+            cells = [_thumb_cell(i, thumbs, os.path.basename(os.fspath(paths[i])), f"{scores[i]:.3g}", kept[i])
+                     for i in list(easy) + list(hard[::-1])]
+            parts.append(f'<div class="row"><div class="cname">{esc(names[k])}</div>{"".join(cells[:len(easy)])}'
+                         f'<div class="gap">\u2026</div>{"".join(cells[len(easy):])}</div>')
+            continue
         if len(names) > 1 or labels is not None:
             parts.append(f"<h3>{esc(names[k])}</h3>")
         for side, rows in (("easiest", easy), ("hardest", hard)):
-            if paths is not None:
-                cells = "".join(
-                    _thumb_cell(i, thumbs, os.path.basename(os.fspath(paths[i])), f"{scores[i]:.3g}", kept[i])
-                    for i in rows)
-                parts.append(f'<div class="row"><div class="side">{side}</div>{cells}</div>')
-            else:
-                items = "".join(_record_item(texts[i], scores[i], kept[i], record_chars) for i in rows)
-                parts.append(f'<div class="note">{side}</div><ol class="rec">{items}</ol>')
+            items = "".join(_record_item(texts[i], scores[i], kept[i], record_chars) for i in rows)
+            parts.append(f'<div class="note">{side}</div><ol class="rec">{items}</ol>')
     if hidden:
         parts.append(f'<p class="note">{hidden} more classes not shown.</p>')
-    if paths is not None:
-        parts.append("<h3>As a figure</h3>" + figs.add(
-            "examples", lambda: plot_examples(paths, scores, labels, kept, classes=classes, n=n_ex,
-                                              _thumbs=thumbs)))
+    if paths is not None:  # the same grid as a PNG in figures/ (not embedded twice)
+        figs.add("examples", lambda: plot_examples(paths, scores, labels, kept, classes=classes, n=n_ex,
+                                                   _thumbs=thumbs), embed=False)
     return Section("examples", title, "\n".join(parts))
 
 
@@ -845,8 +846,8 @@ def _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_items,
             for r in top]
     parts.append(table(("sample", "label", "closer to", "margin", "kept"), rows, numeric=(3,)))
     if paths is not None:
-        parts.append(figs.add("mislabelled", lambda: plot_mislabelled(paths, sus, kept, max_items=max_items,
-                                                                       _thumbs=thumbs)))
+        figs.add("mislabelled", lambda: plot_mislabelled(paths, sus, kept, max_items=max_items, _thumbs=thumbs),
+                 embed=False)  # the thumbnails above, as a PNG in figures/
     return Section("mislabelled", title, "\n".join(parts))
 
 
