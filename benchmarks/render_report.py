@@ -149,7 +149,8 @@ def bench(args) -> int:
             print(f"{args.n} rows, {n_classes} classes: report in {seconds:.2f} s, report.html "
                   f"{size / 2 ** 20:.2f} MB, figures/ {figs / 2 ** 20:.2f} MB", flush=True)
     result = {"command": "python benchmarks/render_report.py " + " ".join(sys.argv[1:]),
-              "cpu": os.cpu_count(), "results": rows}
+              "cpu": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),  # a shared machine
+              "results": rows}
     dst = HERE / "results" / "report_size.json"
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(json.dumps(result, indent=2) + "\n")

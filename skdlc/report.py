@@ -384,7 +384,7 @@ def plot_selection(selection):
             ax.errorbar(x, y, yerr=e, fmt="o-", ms=4, capsize=2, lw=1.3, label=truncate(strat, 24))
         for j, r in enumerate(flat):
             m, e = num(r["mean"]), num(r.get("sem")) or 0.0
-            line = ax.axhline(m, ls="--", lw=1, color=f"C{(j + 3) % 10}", label=truncate(str(r.get("candidate")), 24))
+            line = ax.axhline(m, ls="--", lw=1, color=f"C{(j + 7) % 10}", label=truncate(str(r.get("candidate")), 24))
             if e:
                 ax.axhspan(m - e, m + e, color=line.get_color(), alpha=0.12)
         ax.set_xlabel("gamma (easy/hard split quantile)")
@@ -408,7 +408,7 @@ def plot_selection(selection):
     return fig
 
 
-def likely_mislabelled(losses, labels, *, classes=None, hard_quantile: float = 0.8):
+def likely_mislabelled(losses, labels, *, classes=None, hard_quantile: float = 0.9):
     """Samples that are hard under their own label and look like ordinary members of another class.
 
     A sample is flagged when (a) its own-class loss is at or above its class's
@@ -427,7 +427,7 @@ def likely_mislabelled(losses, labels, *, classes=None, hard_quantile: float = 0
     labels : array-like of shape (n_samples,)
     classes : sequence of length n_classes, default=None
         The class of each column (default: the sorted labels, as ``DLCScorer.classes_``).
-    hard_quantile : float, default=0.8
+    hard_quantile : float, default=0.9
 
     Returns
     -------
@@ -677,10 +677,11 @@ def write_report(
         if seq is not None and len(seq) != n:
             raise ValueError(f"{what} must have one entry per score ({n}), got {len(seq)}")
     thumbs = Thumbnails(paths, thumb_size) if paths is not None else None
+    unit = "category" if paths is None and texts is not None else "class"  # text records: --category-field
     figs = _Figures()
     sections = [
-        _overview(n, kept, names, info),
-        _counts(g, names, kept, labels, classes, figs),
+        _overview(n, kept, names, info, unit),
+        _counts(g, names, kept, labels, classes, figs, unit),
         _examples(scores, g, names, kept, paths, texts, thumbs, labels, classes, max_classes,
                   n_examples, record_chars, figs),
         _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs),
@@ -724,22 +725,22 @@ def _umask() -> int:
 
 
 # ------------------------------------------------------------------------ sections
-def _overview(n, kept, names, info) -> Section:
+def _overview(n, kept, names, info, unit) -> Section:
     rows = [("samples", n), ("kept", f"{int(kept.sum())} ({100 * kept.mean():.1f}%)" if n else "0"),
-            ("classes", len(names))]
+            (f"{unit}s" if names != ["all"] else "groups", len(names))]
     rows += [(k, _fmt(v)) for k, v in (info or {}).items() if v is not None]
     return Section("overview", "Overview", table(None, rows))
 
 
-def _counts(g, names, kept, labels, classes, figs) -> Section:
+def _counts(g, names, kept, labels, classes, figs, unit) -> Section:
     before = np.bincount(g, minlength=len(names))
     after = np.bincount(g[kept], minlength=len(names))
     rows = [(c, b, a, f"{100 * a / b:.1f}%" if b else "") for c, b, a in zip(names, before, after)]
     rows.append(("total", int(before.sum()), int(after.sum()),
                  f"{100 * after.sum() / max(before.sum(), 1):.1f}%"))
-    head = ("class" if labels is not None else "group", "before", "kept", "kept share")
+    head = (unit if labels is not None else "group", "before", "kept", "kept share")
     fig = figs.add("counts", lambda: plot_class_counts(labels, kept, classes=classes)) if len(names) > 1 else ""
-    return Section("counts", "Counts per class", '<div class="pair">' + fig
+    return Section("counts", f"Counts per {unit}", '<div class="pair">' + fig
                    + table(head, rows, numeric=(1, 2, 3), scroll=len(rows) > 12) + "</div>")
 
 
