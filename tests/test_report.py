@@ -349,3 +349,23 @@ def test_cli_prune_instructions_report(tmp_path, monkeypatch):
     assert len([a for t, a in page.tags if t == "li"]) == 2 * 2 * min(6, n)
     assert cli.main(base + ["--out", str(tmp_path / "k2.jsonl"), "--no-report"]) == 0
     assert not (tmp_path / "k2_report").exists()
+
+
+def test_awkward_inputs_do_not_fail(tmp_path, run):
+    """NaN scores, nothing kept, kept given as indices, an unreadable image, one class."""
+    s = run["scores"].copy()
+    s[1] = np.nan
+    paths = list(run["paths"])
+    paths[0] = str(tmp_path / "missing.png")
+    path = write_report(tmp_path / "a", scores=s, labels=run["labels"], kept=np.zeros(len(s), bool), paths=paths)
+    page = _Page(path.read_text(encoding="utf-8"))
+    assert page.sections["counts"]["rows"][-1][1:3] == [str(len(s)), "0"]
+    assert any(a.get("class") == "ph" for t, a in page.tags if t == "div")  # the placeholder
+    path = write_report(tmp_path / "b", scores=run["scores"], labels=None, kept=np.array([0, 5, 7]),
+                        paths=run["paths"], losses=run["losses"])
+    page = _Page(path.read_text(encoding="utf-8"))
+    assert page.sections["counts"]["rows"][1:] == [["all", str(len(s)), "3", f"{300 / len(s):.1f}%"],
+                                                   ["total", str(len(s)), "3", f"{300 / len(s):.1f}%"]]
+    assert page.sections["mislabelled"]["na"] == 1  # no labels: nothing to compare with
+    with pytest.raises(ValueError, match="one entry per score"):
+        write_report(tmp_path / "c", scores=s, labels=run["labels"], kept=run["kept"], paths=paths[:-1])
