@@ -33,15 +33,15 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
  border-radius:6px;display:inline-block}
 .note{color:#5b6475;font-size:12px}
 .row{display:flex;gap:4px;align-items:flex-start;flex-wrap:wrap;margin:0 0 6px}
-.cname{font-size:12px;font-weight:600;width:84px;padding-top:26px;overflow-wrap:anywhere}
-.gap{width:18px;padding-top:26px;color:#99a;text-align:center}
+.cname{font-size:12px;font-weight:600;width:64px;padding-top:24px;overflow-wrap:anywhere}
+.gap{width:14px;padding-top:24px;color:#99a;text-align:center}
 .pair{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}.pair img.fig{max-width:640px}
-figure.t{margin:0;width:74px;text-align:center;font-size:10px;color:#3a4150}
-figure.t img,figure.t .ph{width:64px;height:64px;object-fit:contain;image-rendering:pixelated;
+figure.t{margin:0;width:68px;text-align:center;font-size:10px;color:#3a4150}
+figure.t img,figure.t .ph{width:58px;height:58px;object-fit:contain;image-rendering:pixelated;
  border:3px solid #c9ced8;background:#eef0f4;display:block;margin:0 auto}
 figure.t.kept img,figure.t.kept .ph{border-color:#1f9d55}
 figure.t figcaption{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-figure.t .ph{line-height:64px;color:#99a}
+figure.t .ph{line-height:58px;color:#99a}
 .legend span{display:inline-block;width:12px;height:12px;border:3px solid #c9ced8;
  vertical-align:middle;margin:0 4px 0 10px}.legend span.k{border-color:#1f9d55}
 ol.rec{padding-left:22px;margin:4px 0}ol.rec li{margin:2px 0}

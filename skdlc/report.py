@@ -1,7 +1,7 @@
 """Figures and a self-contained HTML report of a pruning run.
 
-Every figure function returns a :class:`matplotlib.figure.Figure` (built without
-pyplot, so nothing global changes and a notebook shows it as it is);
+Every figure function returns a :class:`matplotlib.figure.Figure`, built without pyplot
+(nothing global changes; Jupyter displays it, ``fig.savefig(path)`` writes it);
 :func:`write_report` puts them, with thumbnails of the easiest and hardest images, the
 likely mislabelled samples, counts per class, timings, the command and versions, into
 one ``report.html`` that opens offline, and the same figures as PNGs in ``figures/``.
@@ -101,6 +101,8 @@ def _groups(labels, n: int, classes=None) -> tuple[np.ndarray, list[str]]:
 def _selection_dict(selection) -> dict | None:
     """A ``SelectionResult.to_dict()``; the CLI's older gamma search is converted to it."""
     d = _as_dict(selection)
+    if d is not None and hasattr(d.get("table"), "to_dict"):  # a DataFrame, not yet rows
+        d["table"] = d["table"].to_dict("records")
     if d is None or "table" in d:
         return d
     if "gammas" in d and "mean_accuracy" in d:  # skdlc prune's gamma_search summary
@@ -108,7 +110,8 @@ def _selection_dict(selection) -> dict | None:
         best = d.get("best_gamma")
         rows = [
             {"candidate": f"flexrand gamma={g:g}", "strategy": "flexrand", "gamma": float(g),
-             "mean": float(m), "sem": float(s) / math.sqrt(n_rep), "chosen": best is not None and float(g) == float(best)}
+             "mean": float(m), "sem": float(s) / math.sqrt(n_rep),
+             "chosen": best is not None and float(g) == float(best)}
             for g, m, s in zip(d["gammas"], d["mean_accuracy"], d.get("std_accuracy", [0.0] * len(d["gammas"])))
         ]
         if "random_subset_accuracy" in d:
@@ -576,7 +579,8 @@ def _thumb_cell(i: int, thumbs: Thumbnails, name: str, caption: str, kept: bool)
 
 def _record_item(text: str, score: float, kept: bool, n_chars: int) -> str:
     tag = '<span class="tag k">kept</span>' if kept else '<span class="tag d">dropped</span>'
-    return f'<li class="{"kept" if kept else ""}">{tag}<b>{score:.4g}</b> <code>{esc(truncate(text, n_chars))}</code></li>'
+    cls = "kept" if kept else ""
+    return f'<li class="{cls}">{tag}<b>{score:.4g}</b> <code>{esc(truncate(text, n_chars))}</code></li>'
 
 
 def _fmt(v) -> str:
@@ -798,6 +802,13 @@ def _path(calibration, figs) -> Section:
     return Section("path", title, note + fig + table(("ratio", "accuracy", "on the path"), rows, numeric=(0, 1)))
 
 
+def _cell(v) -> str:
+    """A table cell; rows may come from a pandas table (numpy bools, NaN for "no gamma")."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else ""
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else _fmt(v)
+
+
 def _selection(selection, figs) -> Section:
     title = "Selection"
     d = _selection_dict(selection)
@@ -809,12 +820,11 @@ def _selection(selection, figs) -> Section:
     fig = figs.add("selection", lambda: plot_selection(d))
     chosen = next((r for r in rows if r.get("chosen")), None)
     head = (f"<p>Chosen: <b>{esc(d.get('strategy'))}</b>"
-            + (f", gamma {esc(_fmt(d['gamma']))}" if d.get("gamma") is not None else "")
+            + (f", gamma {esc(_cell(d['gamma']))}" if _cell(d.get("gamma")) else "")
             + (f" (candidate {esc(chosen.get('candidate'))})" if chosen else "") + ". "
             + f"Rule: {esc(d.get('rule', ''))}</p>")
     cols = ("candidate", "strategy", "gamma", "mean", "sem", "chosen")
-    trows = [tuple("" if r.get(c) is None else ("yes" if r.get(c) is True else ("" if r.get(c) is False else _fmt(r.get(c))))
-                   for c in cols) for r in rows]
+    trows = [tuple(_cell(r.get(c)) for c in cols) for r in rows]
     return Section("selection", title, head + fig + table(cols, trows, numeric=(2, 3, 4), scroll=len(rows) > 14))
 
 

@@ -214,8 +214,8 @@ def test_missing_inputs_say_not_available(tmp_path, run):
 def test_text_records_categories_and_gamma_search(tmp_path):
     rng = np.random.default_rng(0)
     n = 40
-    texts = [json.dumps({"instruction": f"task {i} <script>alert(1)</script> & more " + "word " * (80 if i == 5 else 1)})
-             for i in range(n)]
+    texts = [json.dumps({"instruction": f"task {i} <script>alert(1)</script> & more "
+                         + "word " * (80 if i == 5 else 1)}) for i in range(n)]
     cats = np.array(["open_qa", "summary"])[np.arange(n) % 2]
     scores = rng.random(n)
     kept = np.zeros(n, dtype=bool)
@@ -369,3 +369,18 @@ def test_awkward_inputs_do_not_fail(tmp_path, run):
     assert page.sections["mislabelled"]["na"] == 1  # no labels: nothing to compare with
     with pytest.raises(ValueError, match="one entry per score"):
         write_report(tmp_path / "c", scores=s, labels=run["labels"], kept=run["kept"], paths=paths[:-1])
+
+
+def test_selection_result_with_a_pandas_table(tmp_path, run):
+    """A SelectionResult-like object whose table is a DataFrame (numpy bools, NaN gamma)."""
+    import pandas as pd
+
+    class Result:
+        def to_dict(self):
+            return {**SELECTION, "table": pd.DataFrame(SELECTION["table"])}
+
+    path = write_report(tmp_path / "s", scores=run["scores"], labels=run["labels"], kept=run["kept"],
+                        selection=Result())
+    rows = _Page(path.read_text(encoding="utf-8")).sections["selection"]["rows"][1:]
+    assert [r[0] for r in rows if r[-1] == "yes"] == ["flexrand gamma=0.3"]
+    assert rows[-1][2] == "" and "nan" not in " ".join(rows[-1])  # 'random' has no gamma
