@@ -10,9 +10,13 @@
     # report time and size for N synthetic rows with real small image files
     python benchmarks/render_report.py bench --n 10000
 
+    # plant flipped labels in the MNIST demo data: are they on the likely-mislabelled list?
+    python benchmarks/render_report.py flipped --n-flip 5
+
 Without Chromium, ``render`` and ``demo`` say so and exit with status 0 after writing
 what they can (the demo still writes the report). ``bench`` writes
-``benchmarks/results/report_size.json`` with the command that made it.
+``benchmarks/results/report_size.json``, ``flipped`` ``report_mislabelled.json``, each with
+the command that made it.
 """
 
 from __future__ import annotations
@@ -101,6 +105,80 @@ def demo(args) -> int:
     return 0
 
 
+def _mislabelled_rows(report: Path) -> list[tuple[str, str, str]]:
+    """(path, label, closer-to) rows of the report's likely-mislabelled table, in rank order."""
+    from html.parser import HTMLParser
+
+    class P(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.inside, self.rows, self.row, self.cell = False, [], None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "section":
+                self.inside = dict(attrs).get("id") == "mislabelled"
+            elif self.inside and tag == "tr":
+                self.row = []
+            elif self.inside and tag == "td":
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag == "td" and self.cell is not None:
+                self.row.append("".join(self.cell))
+                self.cell = None
+            elif tag == "tr" and self.row:
+                self.rows.append(tuple(self.row[:3]))
+                self.row = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    p = P()
+    p.feed(report.read_text(encoding="utf-8"))
+    return p.rows
+
+
+def flipped(args) -> int:
+    """Move ``--n-flip`` MNIST images into another digit's folder; where do they rank?"""
+    from skdlc.datasets import load_mnist, make_image_folder
+
+    images, target = load_mnist(n_per_class=args.n_per_class, random_state=0, return_X_y=True)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="skdlc-report-flip-"))
+    if (work / "mnist").exists():
+        shutil.rmtree(work / "mnist")
+    data = make_image_folder(work / "mnist", images, target, class_names=[str(d) for d in range(10)])
+    rng = np.random.default_rng(args.seed)
+    truth = {}
+    for j in range(args.n_flip):  # digit j % 10 filed under digit (j + 5) % 10
+        k = j % 10
+        src = sorted(p for p in (Path(data) / str(k)).iterdir() if not p.name.startswith("flipped"))
+        src = src[rng.integers(0, len(src))]
+        dst = Path(data) / str((k + 5) % 10) / f"flipped_{src.name}"
+        shutil.move(src, dst)
+        truth[str(dst)] = str(k)
+    out = work / "pruned"
+    _skdlc("prune", str(data), "--keep", "0.3", "--image-size", str(args.image_size), "--mask-ratios",
+           args.mask_ratios, "--device", "cpu", "--out", str(out), "--quiet")
+    rows = _mislabelled_rows(out / "report.html")
+    ranks = {p: next((i + 1 for i, r in enumerate(rows) if r[0] == p), None) for p in truth}
+    right = {p: next((r[2] == truth[p] for r in rows if r[0] == p), False) for p in truth}
+    for p in truth:
+        print(f"{Path(p).parent.name}/{Path(p).name}: true digit {truth[p]}, rank "
+              f"{ranks[p] or 'not listed'}, suggested class {'right' if right[p] else 'wrong'}")
+    n_img = len(images)
+    result = {"command": "python benchmarks/render_report.py " + " ".join(sys.argv[1:]),
+              "n_images": n_img, "n_flipped": args.n_flip, "listed_rows": len(rows),
+              "ranks": sorted(r for r in ranks.values() if r), "not_listed": sum(r is None for r in ranks.values()),
+              "suggested_right": sum(right.values())}
+    dst = HERE / "results" / "report_mislabelled.json"
+    dst.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['n_flipped'] - result['not_listed']} of {args.n_flip} flipped images listed "
+          f"(ranks {result['ranks']} of {len(rows)} shown); true class suggested for "
+          f"{result['suggested_right']}; wrote {dst}")
+    return 0
+
+
 def _synthetic_images(folder: Path, n: int, n_classes: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """``n`` small JPEGs (48 x 48, a blurred colour blob per class) and their labels."""
     from PIL import Image
@@ -174,6 +252,13 @@ def main(argv=None) -> int:
     d.add_argument("--workdir", default=None, help="keep the data and outputs here (default: a temp folder)")
     d.add_argument("--width", type=int, default=1100)
     d.add_argument("--height", type=int, default=2000)
+    f = sub.add_parser("flipped", help="plant flipped MNIST labels; rank of each in the mislabelled list")
+    f.add_argument("--n-flip", type=int, default=5)
+    f.add_argument("--n-per-class", type=int, default=40)
+    f.add_argument("--image-size", type=int, default=64)
+    f.add_argument("--mask-ratios", default="0,0.1,0.2,0.3")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--workdir", default=None)
     b = sub.add_parser("bench", help="time and size of a report of N synthetic image rows")
     b.add_argument("--n", type=int, default=10000)
     b.add_argument("--classes", type=int, nargs="+", default=[10, 100])
@@ -181,7 +266,7 @@ def main(argv=None) -> int:
     if args.cmd == "render":
         render(args.html, args.png, width=args.width, height=args.height)
         return 0
-    return demo(args) if args.cmd == "demo" else bench(args)
+    return {"demo": demo, "flipped": flipped, "bench": bench}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -536,7 +536,7 @@ def environment_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for dist in ("skdlc", "numpy", "scipy", "scikit-learn", "imbalanced-learn", "torch", "torchvision",
-                 "timm", "onnxruntime", "transformers", "pillow", "matplotlib", "ray"):
+                 "timm", "onnx", "onnxruntime", "transformers", "pillow", "matplotlib", "ray"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
