@@ -205,7 +205,9 @@ def test_na_like_class_names_round_trip_through_kept_csv(tmp_path):
 def test_failure_while_writing_leaves_previous_results(folder, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert _prune(folder, out, "--keep", "0.3") == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = lambda: {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    assert "report.html" in before and any(k.startswith("figures/") for k in before)
     import skdlc._cli.prune as prune_mod
 
     def broken(path, obj):
@@ -213,7 +215,7 @@ def test_failure_while_writing_leaves_previous_results(folder, tmp_path, capsys,
 
     monkeypatch.setattr(prune_mod, "write_json", broken)
     assert _prune(folder, out, "--keep", "0.7") == 2  # different results, then a failure
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no temp folder
 
 
@@ -224,8 +226,8 @@ def test_stale_skipped_csv_is_removed(folder, tmp_path):
     assert _prune(folder, out, "--keep", "0.5", "--on-error", "skip") == 0
     assert (out / "skipped.csv").exists()
     bad.unlink()
-    assert _prune(folder, out, "--keep", "0.5") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["kept.csv", "scores.csv", "summary.json"]
+    assert _prune(folder, out, "--keep", "0.5", "--no-report") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["kept.csv", "scores.csv", "summary.json"]  # report removed too
 
 
 def test_output_set_keeps_foreign_files_and_replaces_ours(tmp_path):
@@ -259,9 +261,11 @@ def test_outputs_honour_the_umask(folder, tmp_path):
         write_jsonl(tmp_path / "k.jsonl", [{"a": 1}])
     finally:
         os.umask(old)
-    for p in [*(tmp_path / "out").iterdir(), tmp_path / "k.jsonl"]:
-        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
-    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    out = tmp_path / "out"
+    for p in [*out.rglob("*"), tmp_path / "k.jsonl"]:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
+    assert (out / "figures").is_dir()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
 # ------------------------------------------------------------------- 10. API labels
@@ -478,4 +482,4 @@ def test_crlf_and_bom_kept_byte_for_byte(tiny_llm, tmp_path, capsys):
     kept = out.read_bytes()
     assert kept.startswith(b"\xef\xbb\xbf") and kept.count(b"\r\n") == 4
     assert all(ln + b"\r\n" in body + b"\r\n" for ln in kept[3:].split(b"\r\n")[:-1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "win.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept_report", "win.jsonl"]

@@ -96,7 +96,7 @@ def _no_temp_files(out):
 def test_prune_image_folder(folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert _prune(folder, out, "--keep", "0.25", "--gamma", "0.3", "--seed", "1") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["kept.csv", "scores.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "kept.csv", "report.html", "scores.csv", "summary.json"]
     scores, kept = _read(out / "scores.csv"), _read(out / "kept.csv")
     assert len(scores) == 36
     assert {r["label"] for r in scores} == {"cat", "dog", "emu"}
@@ -259,10 +259,10 @@ def test_error_missing_and_corrupt_files_write_nothing(folder, tmp_path, capsys)
 def test_error_existing_outputs_untouched_on_failure(folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert _prune(folder, out, "--keep", "0.5") == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     _error(capsys, ["prune", folder, "--keep", "0.5", "--backbone", NO_FEATURES,
                     "--device", "cpu", "--num-workers", "0", "--out", out, "--quiet"])
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_error_backbone_without_features(folder, tmp_path, capsys):

@@ -118,6 +118,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="add the DLC score to each kept record (as --score-field)")
     f.add_argument("--score-field", default="dlc_score")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--no-report", action="store_true",
+                   help="do not write OUT_report/ (report.html: score histogram, easiest and hardest "
+                        "records, kept share per category)")
     p.set_defaults(func=run)
     return p
 
@@ -245,11 +248,13 @@ def run(args: argparse.Namespace) -> int:
 
     from .._io import output_set
 
-    # One set: the kept records (and, once written, the report beside them) appear
-    # together; the JSONL goes last. swap=False: out's folder is the user's, not ours.
-    with output_set(out.parent, [out.name], swap=False) as tmp:
-        # The report (skdlc.report.write_report) is written here, into `tmp`, with its
-        # names listed before out.name above.
+    report_dir = out.with_name(out.stem + "_report")
+    # One set: the kept records and the report beside them appear together (a report of
+    # an earlier run is removed under --no-report); the JSONL goes last. swap=False:
+    # out's folder is the user's, not ours.
+    with output_set(out.parent, [report_dir.name, out.name], swap=False) as tmp:
+        if not args.no_report:
+            _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, groups, src, t0, t1, t2)
         written = write_jsonl(tmp / out.name, lines(), bom=data.bom)
     ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
     per = f" per {args.category_field!r}" if groups is not None else ""
@@ -260,8 +265,30 @@ def run(args: argparse.Namespace) -> int:
         _say(f"{scorer.n_truncated_} of {n} records were longer than --max-length "
              f"{args.max_length} tokens and were truncated for scoring (not in the output)")
     _say(f"kept {written} of {n} records ({args.strategy}, gamma={args.gamma:g}{per}); "
-         f"wrote {out}")
+         f"wrote {out}" + ("" if args.no_report else f" and {report_dir / 'report.html'}"))
     return 0
+
+
+def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, t2) -> None:
+    """The text report (score histogram, easiest/hardest records, kept share per group)."""
+    import numpy as np
+
+    from ..report import write_report
+
+    kept = np.zeros(len(scores), dtype=bool)
+    kept[idx] = True
+    labels = None
+    if groups is not None:
+        labels = [r[args.category_field] if isinstance(r[args.category_field], str) else g
+                  for r, g in zip(data.records, groups)]
+    write_report(
+        folder, scores=scores, kept=kept, texts=data.raw, labels=labels,
+        calibration=getattr(scorer, "calibration_", None),
+        timings={"model load": t1 - t0, "scoring": t2 - t1}, command=["skdlc", *sys.argv[1:]],
+        info={"data": str(src), "model": scorer.model_source_, "mask ratios": list(scorer.mask_ratios_),
+              "keep": args.keep, "strategy": args.strategy, "gamma": args.gamma,
+              "category field": args.category_field},
+        title=f"skdlc prune-instructions: {src.name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,8 @@ does not produce (a stale ``skipped.csv``) are removed:
 - ``scores.csv``: every sample, ``path,label,score,kept``;
 - ``summary.json``: counts per class before/after, gamma (and its search), backbone,
   mask ratios, timings, notes; the same summary is printed;
-- ``skipped.csv`` (``--on-error skip`` only): ``path,reason`` of every unreadable image.
+- ``skipped.csv`` (``--on-error skip`` only): ``path,reason`` of every unreadable image;
+- ``report.html`` + ``figures/*.png`` (unless ``--no-report``): see :mod:`skdlc.report`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: ./<DATA name>_pruned); created if needed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html and figures/ (score distributions, easiest and hardest "
+                        "images, likely mislabelled ones, counts, timings)")
     p.set_defaults(func=run)
     return p
 
@@ -311,8 +315,20 @@ def run(args) -> int:
                   ((data.paths[i], labels[i], fmt_score(scores[i])) for i in sampler.sample_indices_))
         if args.on_error == "skip":
             write_csv(tmp / "skipped.csv", ("path", "reason"), data.skipped)
-        # The report (skdlc.report.write_report: report.html + figures/) is written
-        # here, into `tmp`, so that it joins the set; add its names to summary["outputs"].
+        if not args.no_report:  # secondary output: a failure becomes a note, the run is kept
+            from ..report import write_report
+
+            try:
+                write_report(tmp, scores=scores, labels=data.labels, kept=kept_mask, paths=data.paths,
+                             losses=per_class, classes=scorer.classes_,
+                             calibration=getattr(scorer, "calibration_", None), selection=search,
+                             timings=summary["time_s"], command=["skdlc", *sys.argv[1:]],
+                             info={k: summary[k] for k in ("data", "backbone", "input_size", "mask_ratios",
+                                                           "keep_ratio", "strategy", "gamma", "seed")},
+                             title=f"skdlc prune: {data.source.name}")
+                summary["outputs"]["report"] = "report.html"
+            except Exception as exc:  # noqa: BLE001
+                notes.append(f"report not written ({type(exc).__name__}: {exc})")
         write_json(tmp / "summary.json", summary)  # last: the set is complete
     _print_summary(summary, out)
     return 0
@@ -351,4 +367,5 @@ def _print_summary(s: dict, out: Path) -> None:
     t = s["time_s"]
     p(f"  time: {t['total']:.1f} s (reading {t['read_and_check']:.1f} s, scoring {t['scoring']:.1f} s, "
       f"gamma search {t['gamma_search']:.1f} s)")
-    p(f"  wrote {out / 'kept.csv'}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else ""))
+    p(f"  wrote {out / 'kept.csv'}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else "")
+      + (", report.html" if "report" in s["outputs"] else ""))
