@@ -28,7 +28,7 @@ RTOL = 1e-4
 
 
 def _scorer(backbone, **kw):
-    kw = {"mask_ratios": RATIOS, "device": "cpu", "verbose": False, "batch_size": 16, **kw}
+    kw = {"mask_ratios": RATIOS, "device": "cpu", "verbose": False, "batch_size": 16, "engine": "torch", **kw}
     return DLCScorer(backbone, **kw)
 
 

@@ -26,6 +26,7 @@ def _count_forwards(module):
 
 
 def _scorer(module, **kw):
+    kw.setdefault("engine", "torch")  # forward hooks and pass counts see the torch module
     kw.setdefault("mask_ratios", [0, 0.3, 0.6])
     return DLCScorer(module, device="cpu", verbose=False, batch_size=16, **kw)
 

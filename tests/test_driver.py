@@ -1,0 +1,230 @@
+"""The path driver: every source and engine gives the same numbers; the broken cases of issue 11."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skdlc import DLCScorer
+from skdlc import _driver
+from skdlc._losses import per_class_losses
+from skdlc._prototypes import class_means
+
+
+def _scorer(module, **kw):
+    kw.setdefault("engine", "torch")
+    kw.setdefault("mask_ratios", [0, 0.3, 0.6])
+    return DLCScorer(module, device="cpu", verbose=False, batch_size=16, **kw)
+
+
+def _naive(module, X, y, ratios, prototypes, logits, temperature=0.1):
+    """The method page, straight: masked features per ratio, class means, mean loss."""
+    from skdlc._masking import masked
+
+    x = torch.from_numpy(X)
+    k = len(np.unique(y))
+    with torch.no_grad():
+        with masked(module, 0.0, "layer"):
+            full = module.eval()(x).numpy()
+        total = 0.0
+        protos = []
+        for r in ratios:
+            with masked(module, r, "layer"):
+                f = module.eval()(x).numpy()
+            p = class_means(full if prototypes == "unmasked" else f, y, k)
+            protos.append(p)
+            total = total + per_class_losses(f, p, logits, temperature)
+    return total / len(ratios), np.stack(protos), full
+
+
+# --------------------------------------------------------------------------- equivalence grid
+GRID = list(itertools.product(["masked", "unmasked"], [False, True], ["cosine", "neg_sq_distance"],
+                              [(0.0, 0.3, 0.6), (0.3, 0.6)]))
+
+
+@pytest.mark.parametrize("prototypes,embedding,logits,ratios", GRID)
+def test_every_source_and_engine_equals_the_naive_path(tiny_cnn, blob_images, tmp_path, prototypes,
+                                                      embedding, logits, ratios):
+    X, y = blob_images
+    X, y = X[::2], y[::2]  # 30 rows: 2 batches of 16, the last one short
+    losses, protos, full = _naive(tiny_cnn, X, y, ratios, prototypes, logits)
+    kw = dict(mask_ratios=list(ratios), prototypes=prototypes, embedding=embedding, logits=logits)
+    runs = {
+        "memory-torch": _scorer(tiny_cnn, **kw),
+        "chunked-torch": _scorer(tiny_cnn, memory=tmp_path / "a", chunk_size=16, **kw),
+        "memory-onnx": _scorer(tiny_cnn, engine="onnxruntime", **kw),
+        "chunked-onnx": _scorer(tiny_cnn, engine="onnxruntime", memory=tmp_path / "b", chunk_size=16, **kw),
+    }
+    for name, s in runs.items():
+        out = s.fit_transform(X, y)
+        tol = dict(rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out[:, -3:], losses, **tol, err_msg=name)
+        np.testing.assert_allclose(s.prototypes_, protos, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert s.mask_ratios_ == ratios
+        if embedding:
+            np.testing.assert_allclose(out[:, :-3], full, rtol=1e-4, atol=1e-5, err_msg=name)
+        else:
+            assert out.shape == (30, 3)
+        # transform on fresh data goes through the same driver
+        np.testing.assert_allclose(s.transform(X[:7]), out[:7], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_unmasked_fit_alone_runs_one_pass_without_zero_on_the_path(tiny_cnn, blob_images):
+    X, y = blob_images
+    s = _scorer(tiny_cnn, mask_ratios=[0.3, 0.6], prototypes="unmasked").fit(X, y)
+    assert s.n_forward_batches_ == 4  # the unmasked pass only, off the path
+    assert s.prototypes_.shape == (2, 3, 16)
+    np.testing.assert_allclose(s.prototypes_[0], s.prototypes_[1])
+
+
+# --------------------------------------------------------------------------- issue 11 cases
+@pytest.mark.parametrize("memory", [False, True])
+def test_path_without_zero_works_with_and_without_memory(tiny_cnn, blob_images, tmp_path, memory):
+    X, y = blob_images
+    kw = {"memory": tmp_path} if memory else {}
+    s = _scorer(tiny_cnn, mask_ratios=[0.3, 0.6], **kw)
+    out = s.fit_transform(X, y)
+    assert out.shape == (60, 3) and np.isfinite(out).all()
+    assert s.mask_ratios_ == (0.3, 0.6)
+    assert s.prototypes_.shape == (2, 3, 16)
+    assert s.n_forward_batches_ == 2 * 4  # no unmasked pass: nothing needs it
+
+
+def test_mask_ratios_as_numpy_array(tiny_cnn, blob_images):
+    X, y = blob_images
+    a = _scorer(tiny_cnn, mask_ratios=np.array([0, 0.3])).fit_transform(X, y)
+    b = _scorer(tiny_cnn, mask_ratios=[0, 0.3]).fit_transform(X, y)
+    np.testing.assert_array_equal(a, b)
+
+
+class _Unfingerprintable(torch.utils.data.Dataset):
+    def __init__(self, X):
+        self.X = X
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.X[i])
+
+
+def test_no_stale_transform_after_refitting_on_unfingerprintable_data(tiny_cnn, blob_images, tmp_path):
+    X, y = blob_images
+    rng = np.random.default_rng(5)
+    X2 = np.clip(X[rng.permutation(60)] * 0.5 + 0.3, 0, 1).astype(np.float32)
+    A = X[:10]
+    s = _scorer(tiny_cnn, memory=tmp_path)
+    with pytest.warns(UserWarning, match="cannot fingerprint"):
+        s.fit(_Unfingerprintable(X), y)
+    first = s.transform(A)
+    with pytest.warns(UserWarning, match="cannot fingerprint"):
+        s.fit(_Unfingerprintable(X2), y)
+    second = s.transform(A)
+    fresh = _scorer(tiny_cnn).fit(X2, y).transform(A)
+    np.testing.assert_allclose(second, fresh, rtol=1e-6)
+    assert not np.allclose(first, second)
+
+
+def test_random_state_instance_is_not_cached(tiny_cnn, blob_images, tmp_path):
+    X, y = blob_images
+    rs = np.random.RandomState(0)
+    s = _scorer(tiny_cnn, mask_ratios=3, random_state=rs, memory=tmp_path)
+    with pytest.warns(UserWarning, match="RandomState instance"):
+        first = s.fit(X, y).mask_ratios_
+    with pytest.warns(UserWarning, match="RandomState instance"):
+        second = s.fit(X, y).mask_ratios_
+    ref = np.random.RandomState(0)
+    expected = [_scorer(tiny_cnn, mask_ratios=3, random_state=ref).fit(X, y).mask_ratios_ for _ in range(2)]
+    assert [first, second] == expected
+    assert s.n_forward_batches_ > 0  # computed, not read from the cache
+
+
+def test_int_random_state_is_cached(tiny_cnn, blob_images, tmp_path):
+    X, y = blob_images
+    _scorer(tiny_cnn, mask_ratios=3, random_state=0, memory=tmp_path).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = _scorer(tiny_cnn, mask_ratios=3, random_state=0, memory=tmp_path).fit(X, y)
+    assert again.n_forward_batches_ == 0
+
+
+def test_transform_does_not_mutate_the_estimator(tiny_cnn, blob_images, tmp_path):
+    X, y = blob_images
+    s = _scorer(tiny_cnn, memory=tmp_path).fit(X, y)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(s).items()}
+    s.transform(X[:20])
+    s.transform(X[20:40])
+    assert vars(s).keys() == before.keys()
+    for k, v in vars(s).items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, before[k])
+        else:
+            assert v is before[k] or v == before[k], k
+
+
+class _NaNNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        out[x[:, 0] > 0.9] = float("nan")
+        return out
+
+
+def test_nan_features_raise_a_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((20, 4)).astype(np.float32)
+    X[3, 0] = 0.95
+    y = np.arange(20) % 2
+    for kw in ({}, {"memory": tmp_path}):
+        with pytest.raises(ValueError, match=r"NaN or infinite features .*rows \[3\]"):
+            _scorer(_NaNNet(), mask_ratios=[0, 0.5], **kw).fit(X, y)
+
+
+# --------------------------------------------------------------------------- the driver itself
+class _ListSource:
+    """A source over given per-ratio arrays, in pieces of 4 rows (as a chunked source would)."""
+
+    def __init__(self, feats):
+        self.feats, self.n, self.n_forward_batches, self.asked = feats, len(next(iter(feats.values()))), 0, []
+
+    def variants(self, run, desc):
+        for r in run:
+            self.asked.append(r)
+            yield _Pieces(r, self.feats[r])
+
+
+class _Pieces:
+    def __init__(self, ratio, f):
+        self.ratio, self.f = ratio, f
+
+    def map(self, fn, *args):
+        for a in range(0, len(self.f), 4):
+            rows = np.arange(a, min(a + 4, len(self.f)))
+            yield rows, fn(rows, self.f[rows], *args)
+
+
+def test_driver_pieces_equal_whole_arrays():
+    rng = np.random.default_rng(0)
+    feats = {r: rng.standard_normal((10, 5)).astype(np.float32) for r in (0.0, 0.2, 0.5)}
+    y = np.arange(10) % 3
+    plan = _driver.Plan(ratios=(0.2, 0.5), prototypes="unmasked", embedding=True)
+    src = _ListSource(feats)
+    res = _driver.fit(plan, src, y, 3)
+    assert src.asked == [0.0, 0.2, 0.5]  # the off-path unmasked pass first
+    p0 = class_means(feats[0.0], y, 3)
+    want = (per_class_losses(feats[0.2], p0, "cosine", 0.1) + per_class_losses(feats[0.5], p0, "cosine", 0.1)) / 2
+    np.testing.assert_allclose(res.losses, want)
+    np.testing.assert_array_equal(res.embedding, feats[0.0])
+    assert res.prototypes.shape == (2, 3, 5)
+    losses, emb = _driver.transform(plan, _ListSource(feats), res.mask_ratios, res.prototypes)
+    np.testing.assert_allclose(losses, want)
+
+
+def test_plan_needs_ratios_or_auto():
+    with pytest.raises(ValueError, match="exactly one"):
+        _driver.Plan()
