@@ -39,6 +39,7 @@ __all__ = [
     "Variant",
     "fit",
     "transform",
+    "transform_input",
     "calibrate",
 ]
 
@@ -289,6 +290,16 @@ def transform(plan: Plan, source: FeatureSource, ratios: Sequence[float], protot
             loss = _gather(v, source.n, _piece_losses, p, plan.logits, plan.temperature)
             losses = loss if losses is None else losses + loss
     return losses / len(ratios), emb
+
+
+def transform_input(plan: Plan, engine, X, *, input_spec, batch_size: int, ratios: Sequence[float],
+                    prototypes: np.ndarray, desc: str = "DLC transform"):
+    """:func:`transform` of raw input X through ``engine`` (the export reader, the server)."""
+    from ._data import decodes_files, make_batches
+
+    batches = make_batches(X, input_spec, batch_size)
+    source = EngineSource(engine, batches, decodes_files(X))
+    return transform(plan, source, ratios, prototypes, desc=desc)
 
 
 # --------------------------------------------------------------------------- calibrated path

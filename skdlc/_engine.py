@@ -92,6 +92,9 @@ class TorchEngine:
     precision : {"float32", "bfloat16", "float16"}
         Autocast dtype on CUDA (features are returned as float32); the CPU always
         computes in float32.
+    retain : bool
+        Keep every masked variant's weights between calls (batch-major always): a
+        server masks once, then each request costs only its forward passes.
     channels_last : bool or "auto"
         Feed 4-d batches in channels-last memory format, the fast path of the conv
         kernels (oneDNN, cuDNN); "auto": when the module has 2-d convolutions. The
@@ -115,6 +118,7 @@ class TorchEngine:
         verbose: bool = False,
         precision: str = "float32",
         channels_last: bool | str = "auto",
+        retain: bool = False,
     ):
         if precision not in _AUTOCAST:
             raise ValueError(f"precision must be one of {tuple(_AUTOCAST)}, got {precision!r}")
@@ -127,6 +131,8 @@ class TorchEngine:
         self.num_workers = num_workers
         self.verbose = verbose
         self.module = backbone.module
+        self.retain = retain  # keep each ratio's masked weights between calls (serving)
+        self._states: dict[float, dict] = {}
         self.n_forward_batches = 0  # forward passes run, for tests and benchmarks
 
     # ------------------------------------------------------------------ helpers
@@ -179,6 +185,8 @@ class TorchEngine:
         return _flatten(out, self.backbone.name).float()
 
     def _use_batch_major(self, batches: Batches, ratios: Sequence[float], decodes: bool) -> bool:
+        if self.retain:
+            return True
         if self.keep_variants != "auto":
             return bool(self.keep_variants)
         # Worth it when reading a batch costs work: decoding files, or resizing and
@@ -192,6 +200,14 @@ class TorchEngine:
 
     def _bar(self, total: int, desc: str):
         return tqdm(total=total, desc=desc or "DLC", unit="batch", disable=not self.verbose, leave=False)
+
+    def _state(self, ratio: float) -> dict:
+        state = self._states.get(ratio)
+        if state is None:
+            state = masked_state(self.module, ratio, self.masking)
+            if self.retain:
+                self._states[ratio] = state
+        return state
 
     # ------------------------------------------------------------------ public
     def features(
@@ -224,7 +240,7 @@ class TorchEngine:
 
     def _batch_major(self, batches, ratios, desc):
         with self._ready(), self._bar(len(batches) * len(ratios), desc) as bar:
-            states = [masked_state(self.module, r, self.masking) for r in ratios]
+            states = [self._state(r) for r in ratios]
             feats: list[np.ndarray | None] = [None] * len(ratios)
             for j, x in enumerate(self._loader(batches)):
                 x = _to_device(x, self.device)

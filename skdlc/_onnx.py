@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from ._backbones._base import Backbone, Preprocessing
 from ._data import Batches, decodes_files, make_batches
 from ._engine import _MEMORY_BUDGET, _flatten, default_num_workers
-from ._losses import LOGITS, per_class_losses
+from ._losses import LOGITS
 from ._masking import MASKING_MODES, compute_masks, maskable_parameters, masked
 
 __all__ = [
@@ -553,6 +553,8 @@ class OnnxEngine:
     threads : int or None
         Intra-op threads per session; None: one per usable core.
     verbose : bool
+    retain : bool
+        Keep every session between calls (each ratio's session is built once).
     """
 
     def __init__(
@@ -564,8 +566,10 @@ class OnnxEngine:
         num_workers: int = 0,
         threads: int | None = None,
         verbose: bool = False,
+        retain: bool = False,
     ):
         self.variants = variants
+        self.retain = retain  # keep every session between calls (a server's prepared variants)
         self.device = device
         self.keep_variants = keep_variants
         self.num_workers = num_workers
@@ -582,6 +586,7 @@ class OnnxEngine:
 
     # ------------------------------------------------------------------ helpers
     def _session(self, ratio: float, keep: bool):
+        keep = keep or self.retain
         if ratio in self._sessions:
             return self._sessions[ratio]
         ort = _import_ort()
@@ -640,6 +645,8 @@ class OnnxEngine:
         return binding.copy_outputs_to_cpu()[0]
 
     def _use_batch_major(self, batches: Batches, ratios: Sequence[float], dim: int) -> bool:
+        if self.retain:
+            return True
         if self.keep_variants != "auto":
             return bool(self.keep_variants)
         if len(ratios) < 2:
@@ -699,7 +706,8 @@ class OnnxEngine:
                         feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
                     feats[i][start : start + len(f)] = f
                     bar.update()
-        self._sessions.clear()
+        if not self.retain:
+            self._sessions.clear()
         for i in range(len(feats)):  # hand each over and let it go
             f, feats[i] = feats[i], None
             yield i, f
@@ -926,29 +934,31 @@ class OnnxDLCModel:
         return cls(folder, **kwargs)
 
     def _engine(self, decodes: bool) -> OnnxEngine:
-        busy = decodes or self.preprocessing_ is not None  # resizing arrays is work too
-        workers = default_num_workers(busy) if self.num_workers is None else self.num_workers
-        return OnnxEngine(self._variants, device=self.device, num_workers=workers,
-                          threads=self.threads, verbose=self.verbose)
+        """The engine for input of this kind, built once: its sessions live between calls."""
+        engines = self.__dict__.setdefault("_engines", {})
+        if decodes not in engines:
+            busy = decodes or self.preprocessing_ is not None  # resizing arrays is work too
+            workers = default_num_workers(busy) if self.num_workers is None else self.num_workers
+            engines[decodes] = OnnxEngine(self._variants, device=self.device, num_workers=workers,
+                                          threads=self.threads, verbose=self.verbose, retain=True)
+        return engines[decodes]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_engines", None)  # ONNX Runtime sessions do not pickle; rebuilt on demand
+        return state
 
     def transform(self, X) -> np.ndarray:
         """Per-class learning complexities, as :meth:`skdlc.DLCScorer.transform`."""
+        from . import _driver
+
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
-        batches = make_batches(X, self._input, self.batch_size)
-        decodes = decodes_files(X)
-        ratios = list(self.mask_ratios_)
-        run = ratios if (not self.embedding or 0.0 in ratios) else [0.0] + ratios
-        losses = np.zeros((batches.n, len(self.classes_)))
-        emb = None
-        engine = self._engine(decodes)
-        for i, feats in engine.features(batches, run, desc="DLC transform (onnx)", decodes=decodes):
-            if self.embedding and run[i] == 0.0 and emb is None:
-                emb = feats
-            if run is ratios or i > 0:
-                t = ratios.index(run[i])
-                losses += per_class_losses(feats, self.prototypes_[t], self.logits, self.temperature)
-        losses /= len(ratios)
+        plan = _driver.Plan(ratios=self.mask_ratios_, logits=self.logits, temperature=self.temperature,
+                            embedding=self.embedding)
+        losses, emb = _driver.transform_input(
+            plan, self._engine(decodes_files(X)), X, input_spec=self._input, batch_size=self.batch_size,
+            ratios=self.mask_ratios_, prototypes=self.prototypes_, desc="DLC transform (onnx)")
         if not self.embedding:
             return losses
         return np.hstack([emb.astype(np.float64), losses])
