@@ -228,3 +228,62 @@ def test_driver_pieces_equal_whole_arrays():
 def test_plan_needs_ratios_or_auto():
     with pytest.raises(ValueError, match="exactly one"):
         _driver.Plan()
+
+
+# --------------------------------------------------------------------------- engines
+def test_auto_engine_is_onnxruntime_on_the_cpu_with_torch_scores(tiny_cnn, blob_images, capsys):
+    X, y = blob_images
+    torch_scores = _scorer(tiny_cnn).fit_transform(X, y)
+    auto = DLCScorer(tiny_cnn, mask_ratios=[0, 0.3, 0.6], device="cpu", batch_size=16, verbose=True)
+    got = auto.fit_transform(X, y)
+    assert "ONNX Runtime" in capsys.readouterr().err
+    np.testing.assert_allclose(got, torch_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_engine_falls_back_to_torch_when_export_fails(tiny_cnn, blob_images, capsys, monkeypatch):
+    from skdlc import _onnx
+
+    def no_export(*a, **k):
+        raise RuntimeError("Unsupported operator aten::weird")
+
+    monkeypatch.setattr(_onnx, "_export", no_export)
+    monkeypatch.setattr(_onnx, "_cached_export", no_export)
+    X, y = blob_images
+    auto = DLCScorer(tiny_cnn, mask_ratios=[0, 0.3], device="cpu", batch_size=16, verbose=True)
+    got = auto.fit_transform(X, y)
+    err = capsys.readouterr().err
+    assert "torch" in err and "aten::weird" in err
+    np.testing.assert_array_equal(got, _scorer(tiny_cnn, mask_ratios=[0, 0.3]).fit_transform(X, y))
+
+
+def test_retained_variants_are_prepared_once(tiny_cnn, blob_images, monkeypatch):
+    from skdlc import _engine
+    from skdlc._backbones import create_backbone
+
+    calls = []
+    real = _engine.masked_state
+    monkeypatch.setattr(_engine, "masked_state", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    X, y = blob_images
+    s = _scorer(tiny_cnn).fit(X, y)
+    engine = _engine.TorchEngine(create_backbone(tiny_cnn), device=torch.device("cpu"), retain=True)
+    plan = s._plan(ratios=s.mask_ratios_)
+    calls.clear()
+    for part in (X[:10], X[10:25]):
+        losses, _ = _driver.transform_input(plan, engine, part, input_spec=s.backbone_, batch_size=16,
+                                            ratios=s.mask_ratios_, prototypes=s.prototypes_)
+        np.testing.assert_allclose(losses, s.transform(part), rtol=1e-6)
+    assert calls == [0.0, 0.3, 0.6]  # masked once, for both calls
+
+
+def test_onnx_model_keeps_its_sessions_between_calls(tiny_cnn, blob_images, tmp_path):
+    from skdlc import OnnxDLCModel
+
+    X, y = blob_images
+    s = _scorer(tiny_cnn).fit(X, y)
+    model = OnnxDLCModel(s.export_onnx(tmp_path / "export", X=X), device="cpu")
+    first = model.transform(X[:10])
+    sessions = dict(model._engine(False)._sessions)
+    assert sorted(sessions) == [0.0, 0.3, 0.6]
+    np.testing.assert_allclose(model.transform(X[10:20]), s.transform(X[10:20]), rtol=1e-4, atol=1e-5)
+    assert all(model._engine(False)._sessions[r] is sess for r, sess in sessions.items())
+    np.testing.assert_allclose(first, s.transform(X[:10]), rtol=1e-4, atol=1e-5)
