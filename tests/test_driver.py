@@ -1,5 +1,6 @@
 """The path driver: every source and engine gives the same numbers; the broken cases of issue 11."""
 
+import dataclasses
 import itertools
 import warnings
 
@@ -287,3 +288,71 @@ def test_onnx_model_keeps_its_sessions_between_calls(tiny_cnn, blob_images, tmp_
     np.testing.assert_allclose(model.transform(X[10:20]), s.transform(X[10:20]), rtol=1e-4, atol=1e-5)
     assert all(model._engine(False)._sessions[r] is sess for r, sess in sessions.items())
     np.testing.assert_allclose(first, s.transform(X[:10]), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- calibrated path hook
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    probe_ratios: tuple
+    accuracies: tuple
+    chance: float
+    ratios: tuple
+
+    def to_dict(self):
+        return {"probe_ratios": list(self.probe_ratios), "ratios": list(self.ratios)}
+
+
+@pytest.fixture
+def fake_calibration(monkeypatch):
+    """The interface of skdlc._calibration (interface 1), recording what the driver hands it."""
+    import sys
+    import types
+
+    seen = {}
+    mod = types.ModuleType("skdlc._calibration")
+    mod.Calibration = Calibration
+    mod.probe_grid = lambda masking: (0.0, 0.2, 0.4, 0.8)
+
+    def sample_rows(y_idx, n_max=300, random_state=None):
+        return np.arange(0, len(y_idx), 3)  # every third row
+
+    def calibrate(probe_features, y_idx, n_ratios, random_state=None):
+        seen["shapes"] = {r: f.shape for r, f in probe_features.items()}
+        seen["y"] = np.asarray(y_idx)
+        seen["n_ratios"] = n_ratios
+        return Calibration(tuple(probe_features), (1.0,) * len(probe_features), 1 / 3, (0.0, 0.2, 0.4))
+
+    mod.sample_rows, mod.calibrate = sample_rows, calibrate
+    monkeypatch.setitem(sys.modules, "skdlc._calibration", mod)
+    return seen
+
+
+def test_calibrated_path_probes_only_the_sample(tiny_cnn, blob_images, fake_calibration):
+    X, y = blob_images
+    s = _scorer(tiny_cnn, mask_ratios="calibrated", n_ratios=3)
+    out = s.fit_transform(X, y)
+    assert fake_calibration["shapes"] == {r: (20, 16) for r in (0.0, 0.2, 0.4, 0.8)}
+    np.testing.assert_array_equal(fake_calibration["y"], y[::3])
+    assert fake_calibration["n_ratios"] == 3
+    assert s.mask_ratios_ == (0.0, 0.2, 0.4)
+    assert s.calibration_.ratios == (0.0, 0.2, 0.4)
+    # probes: 4 ratios x 2 batches of the 20 sampled rows; then the path: 3 x 4 batches
+    assert s.n_forward_batches_ == 4 * 2 + 3 * 4
+    np.testing.assert_allclose(out, _scorer(tiny_cnn, mask_ratios=[0, 0.2, 0.4]).fit_transform(X, y))
+
+
+def test_calibration_is_cached_with_the_fit(tiny_cnn, blob_images, fake_calibration, tmp_path):
+    X, y = blob_images
+    _scorer(tiny_cnn, mask_ratios="calibrated", memory=tmp_path, random_state=0).fit(X, y)
+    fake_calibration.clear()
+    again = _scorer(tiny_cnn, mask_ratios="calibrated", memory=tmp_path, random_state=0).fit(X, y)
+    assert again.n_forward_batches_ == 0
+    assert not fake_calibration  # read from the cache: no probe, no calibrate()
+    assert again.calibration_.ratios == (0.0, 0.2, 0.4)
+
+
+def test_string_paths_are_accepted_by_the_constraints(tiny_cnn):
+    for value in ("auto", "calibrated", "cumulative"):
+        _scorer(tiny_cnn, mask_ratios=value)._validate_params()
+    with pytest.raises(ValueError, match="mask_ratios"):
+        _scorer(tiny_cnn, mask_ratios="sometimes")._validate_params()
