@@ -108,7 +108,7 @@ def _put(ray, obj, types: Sequence[type] = ()):
 
 # --------------------------------------------------------------------------- actors & maps
 class _FeatureActor:
-    """A Ray actor: backbone loaded once, masked once per ratio, run on its batches."""
+    """A Ray actor: the engine's own code, backbone loaded once, each ratio masked once."""
 
     def __init__(self, refs: list, run: Sequence[float], masking: str, batch_size: int,
                  threads: int, use_gpu: bool):
@@ -116,49 +116,24 @@ class _FeatureActor:
         import torch
 
         from ._data import make_batches
-        from ._masking import masked_state
+        from ._engine import TorchEngine
 
         torch.set_num_threads(max(1, int(threads)))
-        backbone, X, y = ray.get(refs[0]), ray.get(refs[1]), (ray.get(refs[2]) if refs[2] is not None else None)
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.backbone = backbone
-        self.module = backbone.module.to(self.device).eval()
-        with torch.no_grad():
-            self.states = [masked_state(self.module, float(r), masking) for r in run]
+        backbone, X = ray.get(refs[0]), ray.get(refs[1])
+        device = torch.device("cuda" if use_gpu else "cpu")
+        self.engine = TorchEngine(backbone, masking=masking, device=device, retain=True)
+        self.run = [float(r) for r in run]
         self.batches = make_batches(X, backbone, batch_size)
-        self.y = y
-
-    def _forward(self, x, params: dict):
-        import torch
-
-        from ._engine import _flatten
-
-        if params:
-            def call(*a, **k):
-                return torch.func.functional_call(self.module, params, a, k, strict=False)
-        else:
-            call = self.module
-        out = call(**x) if isinstance(x, dict) else call(x)
-        return _flatten(out, self.backbone.name).float()
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
-        from ._engine import _to_device
-
         rows, feats = [], []
         bs, n = self.batches.batch_size, self.batches.n
-        with torch.no_grad():
-            for j in np.asarray(batch["id"]).tolist():
-                a, b = j * bs, min(j * bs + bs, n)
-                x = _to_device(self.batches[j], self.device)
-                f = [self._forward(x, p).cpu().numpy() for p in self.states]
-                rows.append(np.arange(a, b, dtype=np.int64))
-                feats.append(np.stack(f, axis=1))  # (rows, T, D)
-        out = {"row": np.concatenate(rows), "f": np.concatenate(feats).astype(np.float32, copy=False)}
-        if self.y is not None:
-            out["y"] = self.y[out["row"]]
-        return out
+        for j in np.asarray(batch["id"]).tolist():
+            a, b = j * bs, min(j * bs + bs, n)
+            f = self.engine.batch_features(self.batches[j], self.run)
+            rows.append(np.arange(a, b, dtype=np.int64))
+            feats.append(np.stack(f, axis=1))  # (rows, T, D)
+        return {"row": np.concatenate(rows), "f": np.concatenate(feats).astype(np.float32, copy=False)}
 
 
 def _numpy(block, columns: list[str]) -> dict:
@@ -232,6 +207,9 @@ class RayVariant:
 
     def map(self, fn, *args):
         job = self.features.job
+        # Large arrays (the labels) go to the object store once, not with every task.
+        args = tuple(job.ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 16 and not job.single_node
+                     else a for a in args)
         out = []
         job.map_blocks(_block_apply, self.features.blocks, (self.i, fn) + args, out.append)
         return iter(out)
@@ -244,7 +222,7 @@ class RaySource:
     backbone and data in the object store, the pool size.
     """
 
-    def __init__(self, backbone, X, y_idx: np.ndarray | None, *, masking: str, batch_size: int,
+    def __init__(self, backbone, X, *, masking: str, batch_size: int,
                  address: str | None = None, num_gpus: float | None = None, verbose: bool = False):
         from ._data import n_samples
 
@@ -256,7 +234,6 @@ class RaySource:
         self.refs = [
             _put(ray, bb, [type(m) for m in bb.module.modules()]),
             _put(ray, X, [type(X)]),
-            None if y_idx is None else ray.put(np.asarray(y_idx)),
         ]
         res = ray.cluster_resources()
         cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))

@@ -29,6 +29,7 @@ load faster, and a file per ratio lets a reader load only the variants it needs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -40,16 +41,15 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._backbones._base import Backbone, Preprocessing
 from ._data import Batches, decodes_files, make_batches
-from ._engine import _MEMORY_BUDGET, _flatten, default_num_workers
+from ._engine import LoopEngine, _flatten, default_num_workers
 from ._losses import LOGITS
 from ._masking import MASKING_MODES, compute_masks, maskable_parameters, masked
 
@@ -533,8 +533,8 @@ class _FolderVariants:
         return self._shape
 
 
-class OnnxEngine:
-    """Run masked variants with ONNX Runtime: the :class:`FeatureEngine` protocol.
+class OnnxEngine(LoopEngine):
+    """Run masked variants with ONNX Runtime (the loops are :class:`~skdlc._engine.LoopEngine`'s).
 
     Every variant is an ``InferenceSession``. When the sessions and features fit the
     memory budget (``keep_variants="auto"``) each decoded batch goes through all of
@@ -557,6 +557,8 @@ class OnnxEngine:
         Keep every session between calls (each ratio's session is built once).
     """
 
+    default_desc = "DLC (onnxruntime)"
+
     def __init__(
         self,
         variants,
@@ -568,27 +570,31 @@ class OnnxEngine:
         verbose: bool = False,
         retain: bool = False,
     ):
+        super().__init__(keep_variants=keep_variants, num_workers=num_workers, verbose=verbose,
+                         retain=retain)
         self.variants = variants
-        self.retain = retain  # keep every session between calls (a server's prepared variants)
         self.device = device
-        self.keep_variants = keep_variants
-        self.num_workers = num_workers
         self.threads = threads
-        self.verbose = verbose
         self.providers, self.device_id = _providers(device)
-        self.n_forward_batches = 0
-        self._sessions: dict[float, Any] = {}
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, *, masking: str = "layer", **kwargs) -> "OnnxEngine":
         """An engine exporting ``backbone``'s masked variants on demand."""
         return cls(_TorchVariants(backbone, masking), **kwargs)
 
-    # ------------------------------------------------------------------ helpers
-    def _session(self, ratio: float, keep: bool):
-        keep = keep or self.retain
-        if ratio in self._sessions:
-            return self._sessions[ratio]
+    @property
+    def _sessions(self) -> dict:
+        return self._kept
+
+    # ------------------------------------------------------------------ the engine's own
+    @contextlib.contextmanager
+    def _running(self, batches: Batches | None):
+        if batches is not None:
+            self.variants.prepare(batches)
+        yield
+
+    def _prepare(self, ratio: float):
+        """An ``InferenceSession`` of the variant masked at ``ratio``."""
         ort = _import_ort()
         sess = ort.InferenceSession(
             self.variants.model(ratio), session_options(self.threads), providers=self.providers
@@ -600,21 +606,10 @@ class OnnxEngine:
                     f"(session providers: {sess.get_providers()})"
                 )
             self.providers, self.device_id = ["CPUExecutionProvider"], None
-        if keep:
-            self._sessions[ratio] = sess
         return sess
 
-    def _loader(self, batches: Batches):
-        workers = self.num_workers if len(batches) > 1 else 0
-        return torch.utils.data.DataLoader(
-            batches,
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            prefetch_factor=2 if workers else None,
-        )
-
-    def _input(self, x) -> np.ndarray:
+    def _input(self, x):
+        """The batch as ONNX Runtime sees it: float32 numpy, on the GPU once (shared by all variants)."""
         if isinstance(x, dict):
             raise NotImplementedError("engine='onnxruntime' cannot run dict (text) inputs")
         arr = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -625,17 +620,11 @@ class OnnxEngine:
                 f"the ONNX graph takes inputs of shape (batch, {', '.join(map(str, want))}), "
                 f"got a batch of shape {tuple(arr.shape)}"
             )
-        return arr
-
-    def _bind(self, arr: np.ndarray):
-        """The batch as ONNX Runtime sees it: on the GPU once, shared by all variants."""
         if self.device_id is None:
             return arr
-        ort = _import_ort()
-        return ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id)
+        return _import_ort().OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id)
 
     def _run(self, sess, x) -> np.ndarray:
-        self.n_forward_batches += 1
         if isinstance(x, np.ndarray):
             return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         binding = sess.io_binding()
@@ -644,73 +633,12 @@ class OnnxEngine:
         sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _use_batch_major(self, batches: Batches, ratios: Sequence[float], dim: int) -> bool:
-        if self.retain:
-            return True
-        if self.keep_variants != "auto":
-            return bool(self.keep_variants)
-        if len(ratios) < 2:
-            return False
+    def _variant_bytes(self) -> int:
         # A session holds its weights and, on the CPU, a prepacked copy of them.
-        weights = 2 * len(ratios) * self.variants.nbytes()
-        feats = len(ratios) * batches.n * dim * 4
-        return weights + feats <= _MEMORY_BUDGET
+        return 2 * self.variants.nbytes()
 
-    def _bar(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc or "DLC (onnxruntime)", unit="batch",
-                    disable=not self.verbose, leave=False)
-
-    # ------------------------------------------------------------------ public
-    def features(
-        self,
-        batches: Batches,
-        ratios: Sequence[float],
-        *,
-        desc: str = "",
-        decodes: bool = True,
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(i, F_i)``: the (N, D) float32 features under ``ratios[i]``."""
-        ratios = [float(r) for r in ratios]
-        self.variants.prepare(batches)
-        dim = self.variants.num_features() or 2048
-        if self._use_batch_major(batches, ratios, dim):
-            yield from self._batch_major(batches, ratios, desc)
-        else:
-            yield from self._variant_major(batches, ratios, desc)
-
-    def _variant_major(self, batches, ratios, desc):
-        with self._bar(len(batches) * len(ratios), desc) as bar:
-            for i, r in enumerate(ratios):
-                bar.set_postfix_str(f"ratio {r:.2f}")
-                sess = self._session(r, keep=False)
-                feats = None
-                for j, x in enumerate(self._loader(batches)):
-                    f = self._run(sess, self._bind(self._input(x)))
-                    if feats is None:
-                        feats = np.empty((batches.n, f.shape[1]), dtype=np.float32)
-                    feats[j * batches.batch_size : j * batches.batch_size + len(f)] = f
-                    bar.update()
-                del sess
-                yield i, feats
-
-    def _batch_major(self, batches, ratios, desc):
-        with self._bar(len(batches) * len(ratios), desc) as bar:
-            sessions = [self._session(r, keep=True) for r in ratios]
-            feats: list[np.ndarray | None] = [None] * len(ratios)
-            for j, x in enumerate(self._loader(batches)):
-                xb = self._bind(self._input(x))
-                start = j * batches.batch_size
-                for i, sess in enumerate(sessions):
-                    f = self._run(sess, xb)
-                    if feats[i] is None:
-                        feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
-                    feats[i][start : start + len(f)] = f
-                    bar.update()
-        if not self.retain:
-            self._sessions.clear()
-        for i in range(len(feats)):  # hand each over and let it go
-            f, feats[i] = feats[i], None
-            yield i, f
+    def _feature_dim(self) -> int:
+        return self.variants.num_features() or 2048
 
 
 # ----------------------------------------------------------------------------- folder

@@ -449,7 +449,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         if self.backend == "ray":
             from ._distributed import RaySource
 
-            return RaySource(self.backbone_, X, None, masking=self.masking, batch_size=self.batch_size,
+            return RaySource(self.backbone_, X, masking=self.masking, batch_size=self.batch_size,
                              address=self.ray_address, num_gpus=self.num_gpus, verbose=bool(self.verbose))
         batches = make_batches(X, self.backbone_, self.batch_size)
         engine, name = self._engine(X, batches)
