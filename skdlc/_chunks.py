@@ -156,10 +156,12 @@ class ChunkVariant:
     store: ChunkStore
     ratio: float
     ranges: list
+    order: np.ndarray | None = None
 
     def map(self, fn, *args):
         for a, b in self.ranges:
-            yield slice(a, b), fn(slice(a, b), self.store.load(self.ratio, a, b), *args)
+            rows = slice(a, b) if self.order is None else self.order[a:b]
+            yield rows, fn(rows, self.store.load(self.ratio, a, b), *args)
 
 
 class ChunkedSource:
@@ -172,8 +174,9 @@ class ChunkedSource:
     """
 
     def __init__(self, engine, batches: Batches, store: ChunkStore, *, chunk_size: int,
-                 decodes: bool):
+                 decodes: bool, order: np.ndarray | None = None):
         self.engine, self.batches, self.store, self.decodes = engine, batches, store, decodes
+        self.order = order  # input row of each batch row (text grouped by length)
         self.n = batches.n
         self.ranges = chunk_ranges(batches.n, chunk_size, batches.batch_size)
         self.chunks_computed = 0
@@ -194,7 +197,7 @@ class ChunkedSource:
                 self.store.save(missing[i], a, b, feats)
             self.chunks_computed += 1
         for r in run:
-            yield ChunkVariant(self.store, r, self.ranges)
+            yield ChunkVariant(self.store, r, self.ranges, self.order)
 
 
 # --------------------------------------------------------------------------- manifests

@@ -142,10 +142,10 @@ def _numpy(block, columns: list[str]) -> dict:
     return BlockAccessor.for_block(block).to_numpy(columns)
 
 
-def _block_apply(block, i: int, fn, *args):
+def _block_apply(block, i: int, fn, order, *args):
     """``(rows, fn(rows, features of variant i, *args))`` for one block, where it lives."""
     b = _numpy(block, ["row", "f"])
-    rows = b["row"]
+    rows = b["row"] if order is None else order[b["row"]]
     return rows, fn(rows, b["f"][:, i], *args)
 
 
@@ -211,7 +211,7 @@ class RayVariant:
         args = tuple(job.ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 16 and not job.single_node
                      else a for a in args)
         out = []
-        job.map_blocks(_block_apply, self.features.blocks, (self.i, fn) + args, out.append)
+        job.map_blocks(_block_apply, self.features.blocks, (self.i, fn, job.order) + args, out.append)
         return iter(out)
 
 
@@ -223,9 +223,11 @@ class RaySource:
     """
 
     def __init__(self, backbone, X, *, masking: str, batch_size: int,
-                 address: str | None = None, num_gpus: float | None = None, verbose: bool = False):
+                 address: str | None = None, num_gpus: float | None = None, verbose: bool = False,
+                 order: np.ndarray | None = None):
         from ._data import n_samples
 
+        self.order = order  # input row of each batch row (text grouped by length)
         self.ray = ray = _connect(address, bool(verbose))
         self.masking = masking
         self.n = n_samples(X)

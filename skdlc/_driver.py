@@ -167,24 +167,36 @@ def _prototypes_of(variant: Variant, y_idx: np.ndarray, n_classes: int) -> np.nd
 
 
 # --------------------------------------------------------------------------- in memory
+def input_rows(order: np.ndarray | None, rows):
+    """Rows of the input for rows of the batches (``order``: input row of each batch row)."""
+    return rows if order is None else order[rows]
+
+
 @dataclass
 class ArrayVariant:
-    """A variant whose features are one array in memory."""
+    """A variant whose features are one array in memory (row i of it is input row ``order[i]``)."""
 
     ratio: float
     features: np.ndarray
+    order: np.ndarray | None = None
 
     def map(self, fn, *args):
-        yield slice(0, len(self.features)), fn(slice(0, len(self.features)), self.features, *args)
+        rows = input_rows(self.order, slice(0, len(self.features)))
+        yield rows, fn(rows, self.features, *args)
 
 
 @dataclass
 class EngineSource:
-    """Features streamed from an engine, one variant at a time (nothing written anywhere)."""
+    """Features streamed from an engine, one variant at a time (nothing written anywhere).
+
+    ``order``: when the batches hold the input rows in another order (text grouped by
+    length), the input row of each batch row; the driver puts results back in input order.
+    """
 
     engine: Any
     batches: Any
     decodes: bool = True
+    order: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -197,7 +209,7 @@ class EngineSource:
     def variants(self, run, desc):
         run = [float(r) for r in run]
         for i, feats in self.engine.features(self.batches, run, desc=desc, decodes=self.decodes):
-            yield ArrayVariant(run[i], feats)
+            yield ArrayVariant(run[i], feats, self.order)
 
 
 # --------------------------------------------------------------------------- the path
@@ -297,9 +309,26 @@ def transform_input(plan: Plan, engine, X, *, input_spec, batch_size: int, ratio
     """:func:`transform` of raw input X through ``engine`` (the export reader, the server)."""
     from ._data import decodes_files, make_batches
 
+    order = length_order(X, input_spec)
+    if order is not None:
+        X = [X[i] for i in order]
     batches = make_batches(X, input_spec, batch_size)
-    source = EngineSource(engine, batches, decodes_files(X))
+    source = EngineSource(engine, batches, decodes_files(X), order)
     return transform(plan, source, ratios, prototypes, desc=desc)
+
+
+def length_order(X, backbone) -> np.ndarray | None:
+    """For text: the rows sorted by length, so that each batch pads little; else None.
+
+    Characters stand in for tokens (no tokenizer call); a stable sort keeps equal
+    lengths in input order.
+    """
+    if getattr(backbone, "collate", None) is None or not isinstance(X, (list, tuple)) or len(X) < 2:
+        return None
+    if not all(isinstance(t, str) for t in X):
+        return None
+    order = np.argsort(np.fromiter((len(t) for t in X), dtype=np.int64, count=len(X)), kind="stable")
+    return None if (order == np.arange(len(X))).all() else order
 
 
 # --------------------------------------------------------------------------- calibrated path

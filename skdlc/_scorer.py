@@ -157,6 +157,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     n_forward_batches_ : int
         Forward passes (batches x variants) the last fit ran, probes included; 0 when
         read from cache.
+    n_tokens_, n_tokens_run_ : int
+        Text backbones only: tokens of the data, and tokens one pass over it runs
+        (padding included). Rows of similar length are batched together (results in
+        input order), so the two stay close.
     calibration_ : Calibration or None
         With ``mask_ratios="calibrated"``: the ratios probed, the nearest-class-mean
         accuracy of each on the sample, chance level and the chosen path
@@ -446,22 +450,27 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _source(self, X, role: str, data_fp: str | None):
         """Where the driver gets its features: Ray, the chunk store, or the engine itself."""
+        order = _driver.length_order(X, self.backbone_)
+        if order is not None:  # text: batches of similar lengths pad little
+            X = [X[i] for i in order]
         if self.backend == "ray":
             from ._distributed import RaySource
 
             return RaySource(self.backbone_, X, masking=self.masking, batch_size=self.batch_size,
-                             address=self.ray_address, num_gpus=self.num_gpus, verbose=bool(self.verbose))
+                             address=self.ray_address, num_gpus=self.num_gpus, verbose=bool(self.verbose),
+                             order=order)
         batches = make_batches(X, self.backbone_, self.batch_size)
         engine, name = self._engine(X, batches)
         store = None
         if data_fp is not None:
             key = _chunks.feature_key(self.backbone_, data_fp, masking=self.masking,
-                                      batch_size=self.batch_size, engine=name, role=role)
+                                      batch_size=self.batch_size, engine=name,
+                                      role=role if order is None else f"{role}-by-length")
             store = _chunks.chunk_store(self.memory, key)
         if store is not None:
             return _chunks.ChunkedSource(engine, batches, store, chunk_size=self.chunk_size,
-                                         decodes=decodes_files(X))
-        return _driver.EngineSource(engine, batches, decodes_files(X))
+                                         decodes=decodes_files(X), order=order)
+        return _driver.EngineSource(engine, batches, decodes_files(X), order)
 
     def _plan(self, ratios=None, auto=None) -> _driver.Plan:
         return _driver.Plan(ratios=ratios, auto=auto, prototypes=self.prototypes, logits=self.logits,
@@ -591,6 +600,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self.mask_ratios_ = tuple(result["mask_ratios"])
         self.prototypes_ = result["prototypes"]
         self.calibration_ = result.get("calibration")
+        if self.backbone_.collate is not None:
+            self.n_tokens_, self.n_tokens_run_ = _token_counts(X, self.backbone_, self.batch_size)
         if key is not None and result["losses"] is not None:
             # Seed transform's cache: transform(X) on the training data is then free.
             outputs = (result["losses"], result["embedding"])
@@ -641,6 +652,21 @@ def _note(verbose, message: str) -> None:
     """A one-line note on stderr (only when verbose)."""
     if verbose:
         print(f"skdlc: {message}", file=sys.stderr)
+
+
+def _token_counts(X, backbone, batch_size: int) -> tuple[int, int]:
+    """(tokens of the data, tokens one pass runs, padding included), batched as scoring does."""
+    order = _driver.length_order(X, backbone)
+    rows = list(X) if order is None else [X[i] for i in order]
+    batches = make_batches(rows, backbone, batch_size)
+    data = run = 0
+    for j in range(len(batches)):
+        b = batches[j]
+        ids = b["input_ids"] if isinstance(b, dict) else b
+        mask = b.get("attention_mask") if isinstance(b, dict) else None
+        run += int(ids.numel())
+        data += int(mask.sum()) if mask is not None else int(ids.numel())
+    return data, run
 
 
 def _take(X, rows: np.ndarray):

@@ -356,3 +356,57 @@ def test_string_paths_are_accepted_by_the_constraints(tiny_cnn):
         _scorer(tiny_cnn, mask_ratios=value)._validate_params()
     with pytest.raises(ValueError, match="mask_ratios"):
         _scorer(tiny_cnn, mask_ratios="sometimes")._validate_params()
+
+
+# --------------------------------------------------------------------------- text grouped by length
+class _CharNet(torch.nn.Module):
+    """Mean of character embeddings over the non-padding positions."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.emb = torch.nn.Embedding(128, 8)
+        self.proj = torch.nn.Linear(8, 6)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, input_ids, attention_mask):
+        m = attention_mask.unsqueeze(-1).float()
+        return self.proj((self.emb(input_ids) * m).sum(1) / m.sum(1))
+
+
+def _char_collate(texts):
+    n = max(len(t) for t in texts)
+    ids = torch.zeros((len(texts), n), dtype=torch.long)
+    mask = torch.zeros((len(texts), n), dtype=torch.long)
+    for i, t in enumerate(texts):
+        ids[i, : len(t)] = torch.tensor([min(ord(c), 127) for c in t])
+        mask[i, : len(t)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _char_backbone():
+    from skdlc._backbones._base import Backbone
+
+    return Backbone(name="chars", module=_CharNet(), num_features=6, collate=_char_collate)
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_text_is_batched_by_length_and_returned_in_input_order(tmp_path, memory):
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(list("abcdefgh"), size=int(n))) for n in rng.integers(2, 60, size=40)]
+    y = np.arange(40) % 2
+    kw = dict(mask_ratios=[0, 0.4], embedding=True, **({"memory": tmp_path} if memory else {}))
+    s = _scorer(_char_backbone(), **kw)
+    out = s.fit_transform(texts, y)
+    # Row by row, each text alone: no padding, no reordering.
+    emb = np.concatenate([s.backbone_.module(**_char_collate([t])).detach().numpy() for t in texts])
+    np.testing.assert_allclose(out[:, :6], emb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s.transform(texts[::-1]), out[::-1], rtol=1e-6)
+    assert s.n_tokens_ == sum(len(t) for t in texts)
+    lengths = sorted(len(t) for t in texts)
+    assert s.n_tokens_run_ == sum(len(lengths[a:a + 16]) * max(lengths[a:a + 16]) for a in range(0, 40, 16))
+    unsorted = sum(16 * max(len(t) for t in texts[a:a + 16]) for a in range(0, 32, 16)) + 8 * max(
+        len(t) for t in texts[32:])
+    assert s.n_tokens_run_ < unsorted
