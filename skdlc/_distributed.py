@@ -32,14 +32,39 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["RaySource", "require_ray"]
+__all__ = ["RayBackend", "RaySource", "require_ray"]
 
 _MIN_BATCHES_PER_ACTOR = 4
 _MAX_BATCHES_PER_CALL = 8
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    """Score on a Ray cluster: ``DLCScorer(..., backend=RayBackend(address="auto"))``.
+
+    Parameters
+    ----------
+    address : str or None, default=None
+        Cluster to join when Ray is not initialised in this process yet ("auto",
+        "ray://head:10001"); None starts a local Ray (or joins ``$RAY_ADDRESS``). A Ray
+        already initialised is used as it is.
+    num_gpus : float or None, default=None
+        GPUs per actor; None: 1 when the cluster has GPUs, else 0 (one CPU actor per CPU).
+    """
+
+    address: str | None = None
+    num_gpus: float | None = None
+
+    def __post_init__(self):
+        if self.address is not None and not isinstance(self.address, str):
+            raise TypeError(f"RayBackend address must be a str or None, got {type(self.address).__name__}")
+        if self.num_gpus is not None and not (isinstance(self.num_gpus, (int, float)) and self.num_gpus >= 0):
+            raise ValueError(f"RayBackend num_gpus must be a number >= 0 or None, got {self.num_gpus!r}")
 
 
 def require_ray():

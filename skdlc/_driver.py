@@ -40,6 +40,7 @@ __all__ = [
     "fit",
     "transform",
     "transform_input",
+    "embed",
     "calibrate",
 ]
 
@@ -302,6 +303,13 @@ def transform(plan: Plan, source: FeatureSource, ratios: Sequence[float], protot
             loss = _gather(v, source.n, _piece_losses, p, plan.logits, plan.temperature)
             losses = loss if losses is None else losses + loss
     return losses / len(ratios), emb
+
+
+def embed(source: FeatureSource, *, desc: str = "DLC embedding") -> np.ndarray:
+    """The full (unmasked) model's features of every row, (N, D) float32, in input order."""
+    for v in source.variants([0.0], desc):
+        return _gather(v, source.n, _piece_features)
+    raise RuntimeError("the source yielded no variant")  # pragma: no cover
 
 
 def transform_input(plan: Plan, engine, X, *, input_spec, batch_size: int, ratios: Sequence[float],

@@ -804,7 +804,8 @@ class OnnxDLCModel:
         Intra-op threads per session; None: one per usable core.
     verify : bool, default=True
         Check every file against the manifest's SHA-256 before loading it.
-    verbose : bool, default=False
+    verbose : bool, default=True
+        Progress bars (as :class:`~skdlc.DLCScorer`).
 
     Attributes
     ----------
@@ -830,7 +831,7 @@ class OnnxDLCModel:
         num_workers: int | None = None,
         threads: int | None = None,
         verify: bool = True,
-        verbose: bool = False,
+        verbose: bool = True,
     ):
         self.folder = Path(os.fspath(folder))
         self.device = device

@@ -23,6 +23,7 @@ from . import _cache, _chunks, _driver
 from ._backbones import create_backbone
 from ._backbones._base import Backbone
 from ._data import check_finite, decodes_files, make_batches, n_samples
+from ._distributed import RayBackend
 from ._engine import TorchEngine, default_num_workers, resolve_device
 from ._losses import LOGITS
 from ._masking import MASKING_MODES
@@ -123,8 +124,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     chunk_size : int, default=4096
         Rows per resumable feature chunk when ``memory`` is a folder (rounded up to a
         multiple of ``batch_size``).
-    backend : {"local", "ray"}, default="local"
-        "ray" scores on Ray Data (``pip install 'skdlc[ray]'``): an actor pool maps the
+    backend : "local", "ray" or RayBackend, default="local"
+        ``RayBackend(address=..., num_gpus=...)`` (or "ray" with ``ray_address`` and
+        ``num_gpus``) scores on Ray Data (``pip install 'skdlc[ray]'``): an actor pool maps the
         batches through the masked variants, per-class sums are reduced into the
         prototypes, then the losses are mapped; same scores as "local". Uses the Ray
         already initialised in this process, else ``ray.init(address=ray_address)``.
@@ -206,7 +208,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "precision": [StrOptions({"float32", "bfloat16", "float16"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
-        "backend": [StrOptions({"local", "ray"})],
+        "backend": [StrOptions({"local", "ray"}), RayBackend],
         "ray_address": [None, str],
         "num_gpus": [Interval(Real, 0, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -325,6 +327,25 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         if len(scores) != len(y):
             raise ValueError(f"X has {len(scores)} samples but y has {len(y)}")
         return scores[np.arange(len(y)), idx]
+
+    def embed(self, X) -> np.ndarray:
+        """The full (unmasked) backbone's features of X, shape (n_samples, n_features).
+
+        Needs no labels and no fit (the backbone is loaded when the scorer is not
+        fitted); one pass over X, on the scorer's engine and backend. Use it for a
+        linear probe, or any method that wants the pre-trained embedding.
+        """
+        fitted = hasattr(self, "backbone_")
+        if not fitted:
+            self._validate_params()
+            self._check_combination()
+        X = self._check_X(X, reset=False) if hasattr(self, "n_features_in_") else _check_input(self, X)
+        if fitted:
+            return _driver.embed(self._source(X, "embed", None))
+        # An unfitted scorer: work on a copy, so that the estimator gains no state.
+        worker = copy.copy(self)
+        worker.backbone_ = worker._load_backbone()
+        return _driver.embed(worker._source(X, "embed", None))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "prototypes_")
@@ -453,11 +474,12 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         order = _driver.length_order(X, self.backbone_)
         if order is not None:  # text: batches of similar lengths pad little
             X = [X[i] for i in order]
-        if self.backend == "ray":
+        ray = self._ray_backend()
+        if ray is not None:
             from ._distributed import RaySource
 
             return RaySource(self.backbone_, X, masking=self.masking, batch_size=self.batch_size,
-                             address=self.ray_address, num_gpus=self.num_gpus, verbose=bool(self.verbose),
+                             address=ray.address, num_gpus=ray.num_gpus, verbose=bool(self.verbose),
                              order=order)
         batches = make_batches(X, self.backbone_, self.batch_size)
         engine, name = self._engine(X, batches)
@@ -572,9 +594,23 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fit / transform
+    def _ray_backend(self) -> RayBackend | None:
+        """The Ray settings, from a RayBackend or from backend="ray" + ray_address/num_gpus."""
+        if isinstance(self.backend, RayBackend):
+            return self.backend
+        if self.backend == "ray":
+            return RayBackend(address=self.ray_address, num_gpus=self.num_gpus)
+        return None
+
     def _check_combination(self) -> None:
         """Reject settings that the chosen backend would ignore or fail on deep inside."""
-        if self.backend == "ray":
+        if isinstance(self.backend, RayBackend) and (self.ray_address is not None or self.num_gpus is not None):
+            raise ValueError("give the Ray address and GPUs in backend=RayBackend(address=..., num_gpus=...), "
+                             "not also as ray_address/num_gpus")
+        if self.backend == "local" and (self.ray_address is not None or self.num_gpus is not None):
+            raise ValueError("ray_address and num_gpus apply to backend='ray' (or a RayBackend); "
+                             "backend='local' ignores them")
+        if self._ray_backend() is not None:
             if self.engine == "onnxruntime":
                 raise ValueError("engine='onnxruntime' runs on backend='local' only; Ray actors run "
                                  "torch: use engine='auto' or 'torch' with backend='ray'")
@@ -652,6 +688,11 @@ def _note(verbose, message: str) -> None:
     """A one-line note on stderr (only when verbose)."""
     if verbose:
         print(f"skdlc: {message}", file=sys.stderr)
+
+
+def _check_input(scorer, X):
+    """X validated as fit would, without recording n_features_in_ on the scorer."""
+    return DLCScorer._check_X(copy.copy(scorer), X, reset=True)
 
 
 def _token_counts(X, backbone, batch_size: int) -> tuple[int, int]:

@@ -119,3 +119,16 @@ def test_cli_prune_backend_ray(tiny_cnn, tmp_path):
         [float(r["score"]) for r in rows["ray"]], [float(r["score"]) for r in rows["local"]], rtol=1e-5
     )
     assert [r["kept"] for r in rows["ray"]] == [r["kept"] for r in rows["local"]]
+
+
+def test_ray_backend_object_path_without_zero(tiny_cnn, blob_images):
+    # The driver's off-path unmasked pass (embedding, unmasked prototypes) on Ray too.
+    from skdlc._distributed import RayBackend
+
+    X, y = blob_images
+    kw = dict(mask_ratios=[0.3, 0.6], prototypes="unmasked", embedding=True, logits="cosine")
+    local = _scorer(tiny_cnn, **kw)
+    dist = _scorer(tiny_cnn, backend=RayBackend(num_gpus=0), **kw)
+    np.testing.assert_allclose(dist.fit_transform(X, y), local.fit_transform(X, y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dist.prototypes_, local.prototypes_, rtol=1e-5, atol=1e-6)
+    assert dist.mask_ratios_ == (0.3, 0.6)

@@ -410,3 +410,42 @@ def test_text_is_batched_by_length_and_returned_in_input_order(tmp_path, memory)
     unsorted = sum(16 * max(len(t) for t in texts[a:a + 16]) for a in range(0, 32, 16)) + 8 * max(
         len(t) for t in texts[32:])
     assert s.n_tokens_run_ < unsorted
+
+
+# --------------------------------------------------------------------------- estimator surface
+def test_embed_is_the_full_models_features_fitted_or_not(tiny_cnn, blob_images):
+    X, y = blob_images
+    s = _scorer(tiny_cnn, mask_ratios=[0.3, 0.6], embedding=True)
+    unfitted = s.embed(X[:20])
+    assert not hasattr(s, "backbone_") and not hasattr(s, "n_features_in_")  # no state gained
+    out = s.fit_transform(X, y)
+    np.testing.assert_allclose(unfitted, out[:20, :16], rtol=1e-6)
+    np.testing.assert_allclose(s.embed(X[:20]), out[:20, :16], rtol=1e-6)
+    assert s.embed(X).shape == (60, 16)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"backend": "ray", "engine": "onnxruntime"}, "engine='onnxruntime' runs on backend='local'"),
+        ({"backend": "ray", "precision": "bfloat16"}, "precision='bfloat16'"),
+        ({"ray_address": "auto"}, "apply to backend='ray'"),
+    ],
+)
+def test_invalid_backend_combinations_fail_in_fit(tiny_cnn, blob_images, kw, match):
+    X, y = blob_images
+    with pytest.raises(ValueError, match=match):
+        _scorer(tiny_cnn, **kw).fit(X, y)
+
+
+def test_ray_backend_object_is_validated_and_exclusive(tiny_cnn, blob_images):
+    from skdlc._distributed import RayBackend
+
+    X, y = blob_images
+    with pytest.raises(ValueError, match="not also as ray_address"):
+        _scorer(tiny_cnn, backend=RayBackend(address="auto"), num_gpus=1).fit(X, y)
+    with pytest.raises(ValueError, match="engine='onnxruntime'"):
+        _scorer(tiny_cnn, backend=RayBackend(), engine="onnxruntime").fit(X, y)
+    with pytest.raises(ValueError, match="num_gpus"):
+        RayBackend(num_gpus=-1)
+    assert _scorer(tiny_cnn, backend=RayBackend(num_gpus=0.5)).get_params()["backend"] == RayBackend(None, 0.5)
