@@ -440,7 +440,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             if not isinstance(kind, str):
                 return kind, "onnxruntime"
         if kind == "onnxruntime":
-            from ._onnx import OnnxEngine
+            from ._onnx_engine import OnnxEngine
 
             # "auto": ONNX Runtime's CUDA when it has it, whatever torch was built with
             device = "auto" if str(self.device) == "auto" else self._device()
@@ -457,7 +457,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                   f"{self.backbone_.name!r} takes text)")
             return "torch"
         try:
-            from ._onnx import OnnxEngine
+            from ._onnx_engine import OnnxEngine
 
             engine = OnnxEngine.from_backbone(self.backbone_, device="cpu", **common)
             engine.variants.prepare(batches)  # exports now, so a failure falls back here

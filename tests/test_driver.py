@@ -242,13 +242,14 @@ def test_auto_engine_is_onnxruntime_on_the_cpu_with_torch_scores(tiny_cnn, blob_
 
 
 def test_auto_engine_falls_back_to_torch_when_export_fails(tiny_cnn, blob_images, capsys, monkeypatch):
-    from skdlc import _onnx
+    from skdlc import _onnx_export, _onnx_graphs
 
     def no_export(*a, **k):
         raise RuntimeError("Unsupported operator aten::weird")
 
-    monkeypatch.setattr(_onnx, "_export", no_export)
-    monkeypatch.setattr(_onnx, "_cached_export", no_export)
+    monkeypatch.setattr(_onnx_export, "_export", no_export)
+    monkeypatch.setattr(_onnx_export, "_cached_export", no_export)
+    _onnx_graphs._GRAPHS.clear()  # no graph of this module kept from an earlier test
     X, y = blob_images
     auto = DLCScorer(tiny_cnn, mask_ratios=[0, 0.3], device="cpu", batch_size=16, verbose=True)
     got = auto.fit_transform(X, y)
