@@ -41,6 +41,8 @@ __all__ = [
     "transform",
     "transform_input",
     "embed",
+    "class_index",
+    "own_class",
     "calibrate",
 ]
 
@@ -310,6 +312,28 @@ def embed(source: FeatureSource, *, desc: str = "DLC embedding") -> np.ndarray:
     for v in source.variants([0.0], desc):
         return _gather(v, source.n, _piece_features)
     raise RuntimeError("the source yielded no variant")  # pragma: no cover
+
+
+def class_index(classes: np.ndarray, y) -> np.ndarray:
+    """Column of each label in ``classes`` (sorted); names unseen labels in the error."""
+    y = np.asarray(y).ravel()
+    idx = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    unknown = classes[idx] != y
+    if unknown.any():
+        raise ValueError(
+            f"y has labels unseen in fit: {np.unique(y[unknown])[:5].tolist()}; "
+            f"known classes: {classes[:10].tolist()}"
+        )
+    return idx
+
+
+def own_class(per_class: np.ndarray, classes: np.ndarray, y) -> np.ndarray:
+    """Each row's entry of its own class, from (n, [D +] n_classes) ``transform`` output."""
+    idx = class_index(classes, y)
+    scores = per_class[:, -len(classes):]
+    if len(scores) != len(idx):
+        raise ValueError(f"X has {len(scores)} samples but y has {len(idx)}")
+    return scores[np.arange(len(idx)), idx]
 
 
 def transform_input(plan: Plan, engine, X, *, input_spec, batch_size: int, ratios: Sequence[float],

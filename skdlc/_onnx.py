@@ -319,19 +319,10 @@ class OnnxDLCModel:
 
     def score_samples(self, X, y) -> np.ndarray:
         """DLC score of each labelled sample (higher = harder), as the scorer's."""
-        y = np.asarray(y).ravel()
-        classes = self.classes_
-        idx = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-        unknown = classes[idx] != y
-        if unknown.any():
-            raise ValueError(
-                f"y has labels unseen in fit: {np.unique(y[unknown])[:5].tolist()}; "
-                f"known classes: {classes[:10].tolist()}"
-            )
-        scores = self.transform(X)[:, -len(classes):]
-        if len(scores) != len(y):
-            raise ValueError(f"X has {len(scores)} samples but y has {len(y)}")
-        return scores[np.arange(len(y)), idx]
+        from . import _driver
+
+        _driver.class_index(self.classes_, y)  # unseen labels fail before any scoring
+        return _driver.own_class(self.transform(X), self.classes_, y)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         names = [f"dlc_{c}" for c in self.classes_]

@@ -315,18 +315,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "prototypes_")
         y = column_or_1d(y, warn=True)
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.clip(idx, 0, len(self.classes_) - 1)
-        unknown = self.classes_[idx] != y
-        if unknown.any():
-            raise ValueError(
-                f"y has labels unseen in fit: {np.unique(y[unknown])[:5].tolist()}; "
-                f"known classes: {self.classes_[:10].tolist()}"
-            )
-        scores = self.transform(X)[:, -len(self.classes_) :]
-        if len(scores) != len(y):
-            raise ValueError(f"X has {len(scores)} samples but y has {len(y)}")
-        return scores[np.arange(len(y)), idx]
+        _driver.class_index(self.classes_, y)  # unseen labels fail before any scoring
+        return _driver.own_class(self.transform(X), self.classes_, y)
 
     def embed(self, X) -> np.ndarray:
         """The full (unmasked) backbone's features of X, shape (n_samples, n_features).
