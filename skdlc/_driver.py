@@ -34,6 +34,7 @@ __all__ = [
     "FeatureSource",
     "FitResult",
     "Plan",
+    "ArraySource",
     "ArrayVariant",
     "EngineSource",
     "Variant",
@@ -213,6 +214,22 @@ class EngineSource:
         run = [float(r) for r in run]
         for i, feats in self.engine.features(self.batches, run, desc=desc, decodes=self.decodes):
             yield ArrayVariant(run[i], feats, self.order)
+
+
+@dataclass
+class ArraySource:
+    """Precomputed features, one (N, D) array per ratio (benchmarks that cache features)."""
+
+    features: dict
+    n_forward_batches: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.features.values())))
+
+    def variants(self, run, desc):
+        for r in run:
+            yield ArrayVariant(float(r), self.features[float(r)])
 
 
 # --------------------------------------------------------------------------- the path

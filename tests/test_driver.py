@@ -450,3 +450,19 @@ def test_ray_backend_object_is_validated_and_exclusive(tiny_cnn, blob_images):
     with pytest.raises(ValueError, match="num_gpus"):
         RayBackend(num_gpus=-1)
     assert _scorer(tiny_cnn, backend=RayBackend(num_gpus=0.5)).get_params()["backend"] == RayBackend(None, 0.5)
+
+
+def test_array_source_gives_the_scorers_numbers(tiny_cnn, blob_images):
+    # Benchmarks that cache features run the same driver over them.
+    from skdlc._engine import TorchEngine
+    from skdlc._data import make_batches
+
+    X, y = blob_images
+    s = _scorer(tiny_cnn, mask_ratios=[0.3, 0.6], embedding=True, prototypes="unmasked")
+    out = s.fit_transform(X, y)
+    engine = TorchEngine(s.backbone_, device=torch.device("cpu"))
+    feats = {r: f for r, f in zip([0.0, 0.3, 0.6], (
+        f for _, f in engine.features(make_batches(X, s.backbone_, 16), [0.0, 0.3, 0.6])))}
+    plan = s._plan(ratios=(0.3, 0.6))
+    res = _driver.fit(plan, _driver.ArraySource(feats), y, 3)
+    np.testing.assert_allclose(np.hstack([res.embedding, res.losses]), out, rtol=1e-6)
