@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import warnings
+import weakref
 from numbers import Integral, Real
 from typing import Any
 
@@ -446,6 +447,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             _note(self.verbose, "engine='auto': torch (ONNX Runtime runs image and array backbones, "
                   f"{self.backbone_.name!r} takes text)")
             return "torch"
+        module = self.backbone_.module
+        if module in _NO_EXPORT:  # failed before: do not pay for the attempt again
+            return "torch"
         try:
             from ._onnx_engine import OnnxEngine
 
@@ -453,8 +457,11 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             engine.variants.prepare(batches)  # exports now, so a failure falls back here
         except Exception as exc:  # any export failure: torch runs every module
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            _note(self.verbose, f"engine='auto': torch (the backbone does not export to ONNX: "
-                  f"{type(exc).__name__}{': ' + reason if reason else ''})")
+            what = "ONNX Runtime is not installed" if isinstance(exc, ImportError) else \
+                "the backbone does not export to ONNX"
+            _NO_EXPORT[module] = True
+            _note(self.verbose, f"engine='auto': torch ({what}: {type(exc).__name__}"
+                  f"{': ' + reason if reason else ''})")
             return "torch"
         _note(self.verbose, "engine='auto': ONNX Runtime on the CPU (engine='torch' to use torch)")
         return engine
@@ -674,9 +681,14 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         return np.hstack([emb.astype(np.float64), losses])
 
 
+_NO_EXPORT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # modules that failed to export
+_NOTES_SHOWN: set[str] = set()
+
+
 def _note(verbose, message: str) -> None:
-    """A one-line note on stderr (only when verbose)."""
-    if verbose:
+    """A one-line note on stderr, once per process (only when verbose)."""
+    if verbose and message not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(message)
         print(f"skdlc: {message}", file=sys.stderr)
 
 

@@ -232,7 +232,10 @@ def test_plan_needs_ratios_or_auto():
 
 
 # --------------------------------------------------------------------------- engines
-def test_auto_engine_is_onnxruntime_on_the_cpu_with_torch_scores(tiny_cnn, blob_images, capsys):
+def test_auto_engine_is_onnxruntime_on_the_cpu_with_torch_scores(tiny_cnn, blob_images, capsys, monkeypatch):
+    from skdlc import _scorer as scorer_module
+
+    monkeypatch.setattr(scorer_module, "_NOTES_SHOWN", set())
     X, y = blob_images
     torch_scores = _scorer(tiny_cnn).fit_transform(X, y)
     auto = DLCScorer(tiny_cnn, mask_ratios=[0, 0.3, 0.6], device="cpu", batch_size=16, verbose=True)
@@ -244,11 +247,17 @@ def test_auto_engine_is_onnxruntime_on_the_cpu_with_torch_scores(tiny_cnn, blob_
 def test_auto_engine_falls_back_to_torch_when_export_fails(tiny_cnn, blob_images, capsys, monkeypatch):
     from skdlc import _onnx_export, _onnx_graphs
 
+    attempts = []
+
     def no_export(*a, **k):
+        attempts.append(1)
         raise RuntimeError("Unsupported operator aten::weird")
+
+    from skdlc import _scorer as scorer_module
 
     monkeypatch.setattr(_onnx_export, "_export", no_export)
     monkeypatch.setattr(_onnx_export, "_cached_export", no_export)
+    monkeypatch.setattr(scorer_module, "_NOTES_SHOWN", set())
     _onnx_graphs._GRAPHS.clear()  # no graph of this module kept from an earlier test
     X, y = blob_images
     auto = DLCScorer(tiny_cnn, mask_ratios=[0, 0.3], device="cpu", batch_size=16, verbose=True)
@@ -256,6 +265,9 @@ def test_auto_engine_falls_back_to_torch_when_export_fails(tiny_cnn, blob_images
     err = capsys.readouterr().err
     assert "torch" in err and "aten::weird" in err
     np.testing.assert_array_equal(got, _scorer(tiny_cnn, mask_ratios=[0, 0.3]).fit_transform(X, y))
+    tried = len(attempts)
+    auto.transform(X[:5])  # the failure is remembered: no second attempt, no second note
+    assert len(attempts) == tried and "aten::weird" not in capsys.readouterr().err
 
 
 def test_retained_variants_are_prepared_once(tiny_cnn, blob_images, monkeypatch):
