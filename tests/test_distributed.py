@@ -132,3 +132,15 @@ def test_ray_backend_object_path_without_zero(tiny_cnn, blob_images):
     np.testing.assert_allclose(dist.fit_transform(X, y), local.fit_transform(X, y), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dist.prototypes_, local.prototypes_, rtol=1e-5, atol=1e-6)
     assert dist.mask_ratios_ == (0.3, 0.6)
+
+
+def test_ray_text_grouped_by_length_comes_back_in_input_order():
+    from test_driver import _char_backbone
+
+    rng = np.random.default_rng(1)
+    texts = ["".join(rng.choice(list("abcdef"), size=int(n))) for n in rng.integers(2, 40, size=48)]
+    y = np.arange(48) % 3
+    kw = dict(mask_ratios=[0, 0.5], embedding=True)
+    local = _scorer(_char_backbone(), **kw).fit_transform(texts, y)
+    got = _scorer(_char_backbone(), backend="ray", **kw).fit_transform(texts, y)
+    np.testing.assert_allclose(got, local, rtol=1e-5, atol=1e-6)
