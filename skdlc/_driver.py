@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ._losses import per_class_losses
 from ._prototypes import class_sums, means_from_sums
@@ -294,6 +293,7 @@ def fit(plan: Plan, source: FeatureSource, y_idx: np.ndarray, n_classes: int, *,
 
 
 def _fit_auto(plan: Plan, source: FeatureSource, y_idx, n_classes, desc) -> FitResult:
+    from scipy.stats import spearmanr  # here: importing skdlc stays light
     path = _Path(plan, y_idx, n_classes, source.n)
     used, previous = [], None
     for r in plan.auto.order:
