@@ -15,9 +15,8 @@ chunk at a time:
 
 So peak memory is one chunk of features plus the (N, n_classes) scores, whatever N
 is, and a run that is killed midway resumes where it stopped: chunks whose files exist
-are never computed again. The same two-phase driver (:func:`fit_two_phase`,
-:func:`transform_two_phase`) runs the Ray backend (:mod:`skdlc._distributed`), whose
-features live in Ray's object store instead of files.
+are never computed again. The method itself (prototypes, losses) is :mod:`skdlc._driver`'s; this module is one
+of its feature sources, beside the in-memory engines and Ray.
 
 The feature key is a content fingerprint of everything that decides the features and
 nothing else: the backbone's tensors and preprocessing, the data, the masking mode, the
@@ -37,25 +36,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from . import _cache
-from ._data import Batches, decodes_files
+from ._data import Batches
 from ._io import atomic_write
-from ._losses import per_class_losses
-from ._ratios import auto_ratio_order, resolve_mask_ratios
 
 __all__ = [
     "ChunkStore",
     "PathManifest",
     "chunk_store",
     "chunk_ranges",
-    "fit_two_phase",
-    "transform_two_phase",
+    "ChunkedSource",
+    "feature_key",
 ]
 
 CHUNK_DIR = "skdlc_chunks"
@@ -113,39 +109,32 @@ def _memory_root(memory: Any) -> Path | None:
     return Path(location) / CHUNK_DIR
 
 
-def feature_key(scorer, data_fp: str, role: str = "fit") -> str:
+def feature_key(backbone, data_fp: str, *, masking: str, batch_size: int, engine: str,
+                role: str = "fit") -> str:
     """Content fingerprint of what decides the features: backbone, data, masking, batching.
 
-    ``role`` ("fit" or "transform") keeps the two apart, so each scores its data once
-    as before (sharing them would let transform(X) after fit(X) read fit's chunks, but
-    changes how many forward passes a cross-validation runs).
+    ``role`` ("fit", "transform" or "probe") keeps the runs apart, so each scores its
+    data once as before (sharing them would let transform(X) after fit(X) read fit's
+    chunks, but changes how many forward passes a cross-validation runs).
     """
-    bb = scorer.backbone_
-    pp = bb.preprocessing.to_dict() if bb.preprocessing is not None else None
+    pp = backbone.preprocessing.to_dict() if backbone.preprocessing is not None else None
     return _cache.combine(
         _KEY_VERSION,
-        _cache.fingerprint_module(bb.module),
-        bb.name,
+        _cache.fingerprint_module(backbone.module),
+        backbone.name,
         pp,
         data_fp,
-        scorer.masking,
-        int(scorer.batch_size),
-        getattr(scorer, "engine", "torch"),
+        masking,
+        int(batch_size),
+        engine,
         role,
     )
 
 
-def chunk_store(scorer, X, role: str = "fit") -> ChunkStore | None:
-    """The chunk store for scoring X, or None when there is no cache or X has no fingerprint."""
-    root = _memory_root(scorer.memory)
-    if root is None:
-        return None
-    ident, fp = getattr(scorer, "_last_data_fp", (None, None))
-    if ident != id(X):
-        fp = _cache.fingerprint_data(X)
-    if fp is None:
-        return None
-    return ChunkStore(root, feature_key(scorer, fp, role))
+def chunk_store(memory: Any, key: str) -> ChunkStore | None:
+    """The chunk store of ``key`` under the cache ``memory``, or None without a cache folder."""
+    root = _memory_root(memory)
+    return None if root is None else ChunkStore(root, key)
 
 
 def chunk_ranges(n: int, chunk_size: int, batch_size: int) -> list[tuple[int, int]]:
@@ -159,186 +148,56 @@ def _sub_batches(batches: Batches, start: int, stop: int) -> Batches:
     return Batches(stop - start, batches.batch_size, lambda a, b: make(start + a, start + b))
 
 
-# --------------------------------------------------------------------------- sources
-class FeatureSource(Protocol):
-    """Features of every sample under ``run`` ratios, wherever they are stored.
+# --------------------------------------------------------------------------- source
+@dataclass
+class ChunkVariant:
+    """One ratio's features, as the chunk files of the store (memory-mapped one at a time)."""
 
-    The two-phase driver asks only for what the method needs, so a source can keep
-    the features out of memory (files, Ray's object store).
-    """
+    store: ChunkStore
+    ratio: float
+    ranges: list
+    order: np.ndarray | None = None
 
-    def class_sums(self, y_idx: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-class feature sums (len(run), K, D) float64 and counts (K,) float64."""
-        ...
-
-    def loss_sum(self, protos: Sequence[np.ndarray | None], logits: str, temperature: float) -> np.ndarray:
-        """Sum over ``i`` with ``protos[i]`` set of per-class losses (N, K) float64."""
-        ...
-
-    def features(self, i: int) -> np.ndarray:
-        """All features (N, D) float32 of ``run[i]``."""
-        ...
-
-
-def _add_class_sums(sums: np.ndarray, y_idx: np.ndarray, features: np.ndarray) -> None:
-    np.add.at(sums, y_idx, np.asarray(features, dtype=np.float64))
+    def map(self, fn, *args):
+        for a, b in self.ranges:
+            rows = slice(a, b) if self.order is None else self.order[a:b]
+            yield rows, fn(rows, self.store.load(self.ratio, a, b), *args)
 
 
 class ChunkedSource:
-    """Computes the missing chunks of ``run`` into a store, then streams them back."""
+    """A :class:`skdlc._driver.FeatureSource` over a chunk store.
 
-    def __init__(self, engine, batches: Batches, store: ChunkStore, run: Sequence[float], *,
-                 chunk_size: int, desc: str, decodes: bool):
-        self.store = store
-        self.run = [float(r) for r in run]
+    Asked for a run of ratios, it computes the chunks that are missing (each chunk's
+    batches through all missing variants, then saved atomically), then hands the
+    driver one :class:`ChunkVariant` per ratio. A killed run resumes: chunks on disk
+    are never computed again.
+    """
+
+    def __init__(self, engine, batches: Batches, store: ChunkStore, *, chunk_size: int,
+                 decodes: bool, order: np.ndarray | None = None):
+        self.engine, self.batches, self.store, self.decodes = engine, batches, store, decodes
+        self.order = order  # input row of each batch row (text grouped by length)
         self.n = batches.n
         self.ranges = chunk_ranges(batches.n, chunk_size, batches.batch_size)
         self.chunks_computed = 0
+
+    @property
+    def n_forward_batches(self) -> int:
+        return self.engine.n_forward_batches
+
+    def variants(self, run, desc):
+        run = [float(r) for r in run]
         for a, b in self.ranges:
-            missing = [r for r in self.run if not store.has(r, a, b)]
+            missing = [r for r in run if not self.store.has(r, a, b)]
             if not missing:
                 continue
-            sub = _sub_batches(batches, a, b)
-            for i, feats in engine.features(sub, missing, desc=f"{desc} rows {a}:{b}", decodes=decodes):
-                store.save(missing[i], a, b, feats)
+            sub = _sub_batches(self.batches, a, b)
+            for i, feats in self.engine.features(sub, missing, desc=f"{desc} rows {a}:{b}",
+                                                 decodes=self.decodes):
+                self.store.save(missing[i], a, b, feats)
             self.chunks_computed += 1
-
-    def _chunks(self, i: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        for a, b in self.ranges:
-            yield a, b, self.store.load(self.run[i], a, b)
-
-    def class_sums(self, y_idx, n_classes):
-        sums, counts = None, np.bincount(y_idx, minlength=n_classes).astype(np.float64)
-        for i in range(len(self.run)):
-            for a, b, f in self._chunks(i):
-                if sums is None:
-                    sums = np.zeros((len(self.run), n_classes, f.shape[1]))
-                _add_class_sums(sums[i], y_idx[a:b], f)
-        return sums, counts
-
-    def loss_sum(self, protos, logits, temperature):
-        out = None
-        for a, b in self.ranges:
-            for i, p in enumerate(protos):
-                if p is None:
-                    continue
-                loss = per_class_losses(self.store.load(self.run[i], a, b), p, logits, temperature)
-                if out is None:
-                    out = np.zeros((self.n, loss.shape[1]))
-                out[a:b] += loss
-        return out
-
-    def features(self, i):
-        return np.concatenate([np.asarray(f) for _, _, f in self._chunks(i)])
-
-
-# --------------------------------------------------------------------------- driver
-def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    # Exactly class_means: float64 sums / counts, then float32.
-    return (sums / counts[None, :, None]).astype(np.float32)
-
-
-def fit_two_phase(scorer, source_for: Callable[[list[float]], FeatureSource], y_idx: np.ndarray,
-                  n_classes: int, want_losses: bool) -> dict:
-    """The scorer's fit (path or "auto"), phase 1 sums -> prototypes, phase 2 losses.
-
-    Gives the same dict as ``DLCScorer._fit_path`` / ``_fit_auto`` for any source.
-    """
-    if scorer.mask_ratios == "auto":
-        return _fit_auto(scorer, source_for, y_idx, n_classes)
-    ratios = resolve_mask_ratios(scorer.mask_ratios, scorer.random_state)
-    run = list(ratios) if want_losses else [0.0]
-    if (scorer.prototypes == "unmasked" or scorer.embedding) and 0.0 not in ratios and want_losses:
-        run = [0.0] + run  # one extra unmasked pass, not part of the path
-    extra = 0.0 not in ratios
-    src = source_for(run)
-    sums, counts = src.class_sums(y_idx, n_classes)
-    means = _means(sums, counts)
-    unmasked = means[run.index(0.0)] if 0.0 in run else None
-    use_unmasked = scorer.prototypes == "unmasked"
-    protos = [
-        None if (extra and i == 0) else (unmasked if use_unmasked else means[i]) for i in range(len(run))
-    ]
-    losses = None
-    if want_losses:
-        losses = src.loss_sum(protos, scorer.logits, scorer.temperature) / len(ratios)
-    emb = src.features(run.index(0.0)) if scorer.embedding and 0.0 in run else None
-    if use_unmasked:
-        out_protos = np.stack([unmasked] * len(ratios))
-    else:
-        out_protos = np.stack([protos[run.index(r)] for r in ratios])
-    return {"mask_ratios": tuple(ratios), "prototypes": out_protos, "losses": losses, "embedding": emb}
-
-
-def _fit_auto(scorer, source_for, y_idx, n_classes) -> dict:
-    used, previous, protos = [], None, {}
-    loss_sum, unmasked, emb = None, None, None
-    for r in auto_ratio_order(scorer.random_state)[: scorer.max_ratios]:
-        src = source_for([r])
-        sums, counts = src.class_sums(y_idx, n_classes)
-        mean = _means(sums, counts)[0]
-        if r == 0.0 and unmasked is None:
-            unmasked = mean
-            if scorer.embedding:
-                emb = src.features(0)
-        protos[r] = unmasked if scorer.prototypes == "unmasked" else mean
-        loss = src.loss_sum([protos[r]], scorer.logits, scorer.temperature)
-        loss_sum = loss if loss_sum is None else loss_sum + loss
-        used.append(r)
-        current = loss_sum[np.arange(len(y_idx)), y_idx] / len(used)
-        if previous is not None and len(used) >= 3:
-            rho = spearmanr(previous, current).statistic
-            if np.isfinite(rho) and rho >= scorer.auto_tol:
-                break
-        previous = current
-    ratios = tuple(sorted(used))
-    out_protos = np.stack([unmasked] * len(ratios)) if scorer.prototypes == "unmasked" else np.stack(
-        [protos[r] for r in ratios]
-    )
-    return {"mask_ratios": ratios, "prototypes": out_protos, "losses": loss_sum / len(ratios), "embedding": emb}
-
-
-def transform_two_phase(scorer, source_for: Callable[[list[float]], FeatureSource]):
-    """The scorer's transform: (losses, embedding or None), as ``DLCScorer._transform``."""
-    ratios = list(scorer.mask_ratios_)
-    run = ratios if (not scorer.embedding or 0.0 in ratios) else [0.0] + ratios
-    src = source_for(run)
-    protos = [
-        scorer.prototypes_[ratios.index(r)] if (run is ratios or i > 0) else None for i, r in enumerate(run)
-    ]
-    losses = src.loss_sum(protos, scorer.logits, scorer.temperature) / len(ratios)
-    emb = src.features(run.index(0.0)) if scorer.embedding else None
-    return losses, emb
-
-
-# --------------------------------------------------------------------------- local entry points
-@dataclass
-class _LocalRun:
-    scorer: Any
-    engine: Any
-    batches: Batches
-    store: ChunkStore
-    desc: str
-    decodes: bool
-    chunks_computed: int = 0
-
-    def __call__(self, run: list[float]) -> ChunkedSource:
-        src = ChunkedSource(self.engine, self.batches, self.store, run,
-                            chunk_size=self.scorer.chunk_size, desc=self.desc, decodes=self.decodes)
-        self.chunks_computed += src.chunks_computed
-        return src
-
-
-def fit_chunked(scorer, engine, batches: Batches, X, y_idx: np.ndarray, want_losses: bool,
-                store: ChunkStore) -> dict:
-    """Local fit through the chunk store (resumable; features memory-mapped)."""
-    source = _LocalRun(scorer, engine, batches, store, "DLC fit", decodes_files(X))
-    return fit_two_phase(scorer, source, y_idx, len(scorer.classes_), want_losses)
-
-
-def transform_chunked(scorer, engine, batches: Batches, X, store: ChunkStore):
-    source = _LocalRun(scorer, engine, batches, store, "DLC transform", decodes_files(X))
-    return transform_two_phase(scorer, source)
+        for r in run:
+            yield ChunkVariant(self.store, r, self.ranges, self.order)
 
 
 # --------------------------------------------------------------------------- manifests

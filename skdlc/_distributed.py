@@ -10,7 +10,8 @@ DLC is embarrassingly parallel apart from the class prototypes, so a run is:
    all masked variants. The features are materialised in Ray's object store (spilled
    to disk when they do not fit), not on the driver.
 2. **prototypes**: one task per block of features gives per-class feature sums where
-   the block lives; the driver adds the (T, K, D) sums up and divides by the counts.
+   the block lives; the driver adds the (K, D) sums of each variant up and divides by
+   the counts.
 3. **losses**: one task per block gives its rows' per-class losses against the
    prototypes; the driver collects the (N, K) scores.
 
@@ -18,10 +19,10 @@ On a single-node cluster, steps 2 and 3 read the blocks from the shared-memory
 object store in the driver instead (no copy, and no worker to start); on several
 nodes they run as tasks beside their blocks. Either way only sums and losses travel.
 
-Masking, preprocessing, prototypes and losses are the library's own functions
-(:mod:`skdlc._masking`, :mod:`skdlc._data`, :mod:`skdlc._losses`), and the path logic
-(which ratios, unmasked prototypes, embeddings, ``mask_ratios="auto"``) is the shared
-two-phase driver of :mod:`skdlc._chunks`, so the scores equal the local backend's.
+This module is only a *source* of features for the path driver
+(:mod:`skdlc._driver`): the functions applied to each block (class sums, losses) and
+the path logic (which ratios, unmasked prototypes, embeddings, ``"auto"``) are the
+driver's, so the scores equal the local backend's.
 
 GPU actors are used when the cluster has GPUs (``num_gpus`` per actor, default 1);
 otherwise one actor per CPU, each running torch on one thread.
@@ -31,17 +32,39 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._chunks import fit_two_phase, transform_two_phase
-from ._losses import per_class_losses
-
-__all__ = ["ray_fit", "ray_transform", "require_ray"]
+__all__ = ["RayBackend", "RaySource", "require_ray"]
 
 _MIN_BATCHES_PER_ACTOR = 4
 _MAX_BATCHES_PER_CALL = 8
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    """Score on a Ray cluster: ``DLCScorer(..., backend=RayBackend(address="auto"))``.
+
+    Parameters
+    ----------
+    address : str or None, default=None
+        Cluster to join when Ray is not initialised in this process yet ("auto",
+        "ray://head:10001"); None starts a local Ray (or joins ``$RAY_ADDRESS``). A Ray
+        already initialised is used as it is.
+    num_gpus : float or None, default=None
+        GPUs per actor; None: 1 when the cluster has GPUs, else 0 (one CPU actor per CPU).
+    """
+
+    address: str | None = None
+    num_gpus: float | None = None
+
+    def __post_init__(self):
+        if self.address is not None and not isinstance(self.address, str):
+            raise TypeError(f"RayBackend address must be a str or None, got {type(self.address).__name__}")
+        if self.num_gpus is not None and not (isinstance(self.num_gpus, (int, float)) and self.num_gpus >= 0):
+            raise ValueError(f"RayBackend num_gpus must be a number >= 0 or None, got {self.num_gpus!r}")
 
 
 def require_ray():
@@ -110,7 +133,7 @@ def _put(ray, obj, types: Sequence[type] = ()):
 
 # --------------------------------------------------------------------------- actors & maps
 class _FeatureActor:
-    """A Ray actor: backbone loaded once, masked once per ratio, run on its batches."""
+    """A Ray actor: the engine's own code, backbone loaded once, each ratio masked once."""
 
     def __init__(self, refs: list, run: Sequence[float], masking: str, batch_size: int,
                  threads: int, use_gpu: bool):
@@ -118,49 +141,24 @@ class _FeatureActor:
         import torch
 
         from ._data import make_batches
-        from ._masking import masked_state
+        from ._engine import TorchEngine
 
         torch.set_num_threads(max(1, int(threads)))
-        backbone, X, y = ray.get(refs[0]), ray.get(refs[1]), (ray.get(refs[2]) if refs[2] is not None else None)
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.backbone = backbone
-        self.module = backbone.module.to(self.device).eval()
-        with torch.no_grad():
-            self.states = [masked_state(self.module, float(r), masking) for r in run]
+        backbone, X = ray.get(refs[0]), ray.get(refs[1])
+        device = torch.device("cuda" if use_gpu else "cpu")
+        self.engine = TorchEngine(backbone, masking=masking, device=device, retain=True)
+        self.run = [float(r) for r in run]
         self.batches = make_batches(X, backbone, batch_size)
-        self.y = y
-
-    def _forward(self, x, params: dict):
-        import torch
-
-        from ._engine import _flatten
-
-        if params:
-            def call(*a, **k):
-                return torch.func.functional_call(self.module, params, a, k, strict=False)
-        else:
-            call = self.module
-        out = call(**x) if isinstance(x, dict) else call(x)
-        return _flatten(out, self.backbone.name).float()
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
-        from ._engine import _to_device
-
         rows, feats = [], []
         bs, n = self.batches.batch_size, self.batches.n
-        with torch.no_grad():
-            for j in np.asarray(batch["id"]).tolist():
-                a, b = j * bs, min(j * bs + bs, n)
-                x = _to_device(self.batches[j], self.device)
-                f = [self._forward(x, p).cpu().numpy() for p in self.states]
-                rows.append(np.arange(a, b, dtype=np.int64))
-                feats.append(np.stack(f, axis=1))  # (rows, T, D)
-        out = {"row": np.concatenate(rows), "f": np.concatenate(feats).astype(np.float32, copy=False)}
-        if self.y is not None:
-            out["y"] = self.y[out["row"]]
-        return out
+        for j in np.asarray(batch["id"]).tolist():
+            a, b = j * bs, min(j * bs + bs, n)
+            f = self.engine.batch_features(self.batches[j], self.run)
+            rows.append(np.arange(a, b, dtype=np.int64))
+            feats.append(np.stack(f, axis=1))  # (rows, T, D)
+        return {"row": np.concatenate(rows), "f": np.concatenate(feats).astype(np.float32, copy=False)}
 
 
 def _numpy(block, columns: list[str]) -> dict:
@@ -169,45 +167,25 @@ def _numpy(block, columns: list[str]) -> dict:
     return BlockAccessor.for_block(block).to_numpy(columns)
 
 
-def _block_class_sums(block, n_classes: int) -> np.ndarray:
-    """Phase 1's reduce, per block: per-class feature sums (T, K, D), float64."""
-    b = _numpy(block, ["f", "y"])
-    f, y = b["f"], b["y"]
-    sums = np.zeros((f.shape[1], n_classes, f.shape[2]))
-    for i in range(f.shape[1]):
-        np.add.at(sums[i], y, f[:, i].astype(np.float64))
-    return sums
-
-
-def _block_losses(block, protos: list, logits: str, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """Phase 2, per block: (rows, summed per-class losses over the variants with prototypes)."""
+def _block_apply(block, i: int, fn, order, *args):
+    """``(rows, fn(rows, features of variant i, *args))`` for one block, where it lives."""
     b = _numpy(block, ["row", "f"])
-    loss = None
-    for i, p in enumerate(protos):
-        if p is None:
-            continue
-        li = per_class_losses(b["f"][:, i], p, logits, temperature)
-        loss = li if loss is None else loss + li
-    return b["row"], loss
-
-
-def _block_features(block, i: int) -> tuple[np.ndarray, np.ndarray]:
-    b = _numpy(block, ["row", "f"])
-    return b["row"], np.ascontiguousarray(b["f"][:, i])
+    rows = b["row"] if order is None else order[b["row"]]
+    return rows, fn(rows, b["f"][:, i], *args)
 
 
 # --------------------------------------------------------------------------- source
 class RayFeatures:
-    """Phase 1 on Ray Data; a :class:`skdlc._chunks.FeatureSource` over its output.
+    """Phase 1 on Ray Data; a :class:`skdlc._driver.FeatureSource` over its output.
 
     The features are materialised in Ray's object store. The reduce (class sums) and
-    the loss map then run per block of that dataset (:meth:`_RayJob.map_blocks`), and
+    the loss map then run per block of that dataset (:meth:`RaySource.map_blocks`), and
     only (T, K, D) sums and (rows, K) losses come back to the driver. (A further Ray
     Data execution would cost its own planning and worker start-up, seconds; tasks on
     the materialised blocks cost milliseconds.)
     """
 
-    def __init__(self, job: "_RayJob", run: list[float]):
+    def __init__(self, job: "RaySource", run: list[float]):
         ray = job.ray
         self.job, self.run, self.n = job, list(run), job.n
         n_batches = -(-job.n // job.batch_size)
@@ -231,7 +209,7 @@ class RayFeatures:
             fn_constructor_kwargs={
                 "refs": job.refs,
                 "run": self.run,
-                "masking": job.scorer.masking,
+                "masking": job.masking,
                 "batch_size": job.batch_size,
                 "threads": job.threads_per_actor,
                 "use_gpu": use_gpu,
@@ -242,67 +220,50 @@ class RayFeatures:
         self.blocks = self.ds.to_arrow_refs()
         job.n_forward_batches += n_batches * len(self.run)
 
-    def class_sums(self, y_idx, n_classes):
-        acc = {}
-
-        def add(s):
-            acc["sums"] = s if "sums" not in acc else acc["sums"] + s
-
-        self.job.map_blocks(_block_class_sums, self.blocks, (n_classes,), add)
-        counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
-        return acc["sums"], counts
-
-    def loss_sum(self, protos, logits, temperature):
-        protos_ref = self.job.ray.put([None if p is None else np.asarray(p) for p in protos])
-        acc = {}
-
-        def put(result):
-            rows, loss = result
-            if "out" not in acc:
-                acc["out"] = np.zeros((self.n, loss.shape[1]))
-            acc["out"][rows] = loss
-
-        self.job.map_blocks(_block_losses, self.blocks, (protos_ref, logits, float(temperature)), put)
-        return acc["out"]
-
-    def features(self, i):
-        acc = {}
-
-        def put(result):
-            rows, f = result
-            if "out" not in acc:
-                acc["out"] = np.empty((self.n, f.shape[1]), dtype=np.float32)
-            acc["out"][rows] = f
-
-        self.job.map_blocks(_block_features, self.blocks, (i,), put)
-        return acc["out"]
+    def variants(self):
+        return (RayVariant(self, i, r) for i, r in enumerate(self.run))
 
 
-class _RayJob:
-    """What every phase of one fit or transform shares: the connection, the refs, the pool size."""
+class RayVariant:
+    """Variant ``i`` of a :class:`RayFeatures`: the driver's functions run per block."""
 
-    def __init__(self, scorer, X, y_idx: np.ndarray | None):
+    def __init__(self, features: RayFeatures, i: int, ratio: float):
+        self.features, self.i, self.ratio = features, i, float(ratio)
+
+    def map(self, fn, *args):
+        job = self.features.job
+        # Large arrays (the labels) go to the object store once, not with every task.
+        args = tuple(job.ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 16 and not job.single_node
+                     else a for a in args)
+        out = []
+        job.map_blocks(_block_apply, self.features.blocks, (self.i, fn, job.order) + args, out.append)
+        return iter(out)
+
+
+class RaySource:
+    """A :class:`skdlc._driver.FeatureSource` on Ray: one Ray Data job per run of ratios.
+
+    What every run of one fit or transform shares lives here: the connection, the
+    backbone and data in the object store, the pool size.
+    """
+
+    def __init__(self, backbone, X, *, masking: str, batch_size: int,
+                 address: str | None = None, num_gpus: float | None = None, verbose: bool = False,
+                 order: np.ndarray | None = None):
         from ._data import n_samples
 
-        engine = getattr(scorer, "engine", "torch")
-        if engine != "torch":
-            raise ValueError(
-                f"backend='ray' runs the torch engine in its actors; engine={engine!r} is for "
-                "backend='local'"
-            )
-        self.ray = ray = _connect(scorer.ray_address, bool(scorer.verbose))
-        self.scorer = scorer
+        self.order = order  # input row of each batch row (text grouped by length)
+        self.ray = ray = _connect(address, bool(verbose))
+        self.masking = masking
         self.n = n_samples(X)
-        self.batch_size = int(scorer.batch_size)
-        bb = scorer.backbone_
+        self.batch_size = int(batch_size)
+        bb = backbone
         self.refs = [
             _put(ray, bb, [type(m) for m in bb.module.modules()]),
             _put(ray, X, [type(X)]),
-            None if y_idx is None else ray.put(np.asarray(y_idx)),
         ]
         res = ray.cluster_resources()
         cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
-        num_gpus = scorer.num_gpus
         if num_gpus is None:
             num_gpus = 1.0 if gpus >= 1 else 0.0
         if num_gpus > 0 and gpus < num_gpus:
@@ -322,6 +283,9 @@ class _RayJob:
         self.n_forward_batches = 0
         self._tasks: dict = {}
         self.single_node = sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+
+    def variants(self, run, desc):
+        return RayFeatures(self, [float(r) for r in run]).variants()
 
     def map_blocks(self, fn, blocks: list, args: tuple, consume) -> None:
         """``consume(fn(block, *args))`` for every block, as results arrive.
@@ -343,13 +307,13 @@ class _RayJob:
             return
         import ray.cloudpickle as cp
 
-        from . import _losses
+        from . import _driver, _losses, _prototypes
 
         if fn not in self._tasks:
             self._tasks[fn] = ray.remote(num_cpus=1)(fn)
         limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         pending, todo = [], list(blocks)
-        mods = [sys.modules[__name__], _losses]
+        mods = [sys.modules[__name__], _driver, _losses, _prototypes]
         while todo or pending:
             while todo and len(pending) < limit:
                 for m in mods:
@@ -364,17 +328,3 @@ class _RayJob:
 
     def source(self, run: list[float]) -> RayFeatures:
         return RayFeatures(self, run)
-
-
-def ray_fit(scorer, X, y_idx: np.ndarray, want_losses: bool) -> dict:
-    """``DLCScorer._fit_compute`` on Ray: the same dict the local backend returns."""
-    job = _RayJob(scorer, X, y_idx)
-    out = fit_two_phase(scorer, job.source, y_idx, len(scorer.classes_), want_losses)
-    scorer.n_forward_batches_ = job.n_forward_batches
-    return out
-
-
-def ray_transform(scorer, X):
-    """``DLCScorer._transform`` on Ray: (losses, embedding or None)."""
-    job = _RayJob(scorer, X, None)
-    return transform_two_phase(scorer, job.source)

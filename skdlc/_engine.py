@@ -30,7 +30,7 @@ from ._backbones._base import Backbone
 from ._data import Batches
 from ._masking import maskable_parameters, masked, masked_state
 
-__all__ = ["FeatureEngine", "TorchEngine", "resolve_device"]
+__all__ = ["FeatureEngine", "LoopEngine", "TorchEngine", "resolve_device"]
 
 _MEMORY_BUDGET = 2 * 1024**3  # bytes allowed for kept variants + their features
 _AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,7 +75,158 @@ def _flatten(out, name: str) -> torch.Tensor:
     return out.reshape(out.shape[0], -1)
 
 
-class TorchEngine:
+class LoopEngine:
+    """The loops every engine shares: variant-major / batch-major, loader, budget, progress.
+
+    An engine implements only what is its own: prepare a variant (:meth:`_prepare`),
+    run a batch through a prepared variant (:meth:`_run`), move a batch where the
+    variants run (:meth:`_input`), and the bytes a prepared variant needs
+    (:meth:`_variant_bytes`). Optional hooks: :meth:`_running` (a context around a
+    whole call: eval mode, gradients off), :meth:`_one_variant` (variant-major's way
+    to hold one variant, e.g. masking in place), :meth:`_reading_costs`.
+
+    ``retain=True`` keeps every prepared variant between calls (a server's prepared
+    variants) and always runs batch-major.
+    """
+
+    default_desc = "DLC"
+    pin_memory = False
+
+    def __init__(self, *, keep_variants: bool | str = "auto", num_workers: int = 0,
+                 verbose: bool = False, retain: bool = False):
+        self.keep_variants = keep_variants
+        self.num_workers = num_workers
+        self.verbose = verbose
+        self.retain = retain
+        self._kept: dict[float, object] = {}
+        self.n_forward_batches = 0  # forward passes run, for tests and benchmarks
+
+    # ------------------------------------------------------------------ what an engine implements
+    def _prepare(self, ratio: float):
+        raise NotImplementedError
+
+    def _run(self, prepared, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def _input(self, x):
+        return x
+
+    def _variant_bytes(self) -> int:
+        raise NotImplementedError
+
+    def _kept_bytes(self, n_variants: int) -> int:
+        return n_variants * self._variant_bytes()
+
+    def _reading_costs(self, decodes: bool) -> bool:
+        return True
+
+    def _feature_dim(self) -> int:
+        return 2048
+
+    @contextlib.contextmanager
+    def _running(self, batches: Batches):
+        yield
+
+    @contextlib.contextmanager
+    def _one_variant(self, ratio: float):
+        yield self._prepared(ratio)
+
+    # ------------------------------------------------------------------ shared
+    def _prepared(self, ratio: float):
+        prepared = self._kept.get(ratio)
+        if prepared is None:
+            prepared = self._prepare(ratio)
+            if self.retain:
+                self._kept[ratio] = prepared
+        return prepared
+
+    def _forward(self, prepared, x) -> np.ndarray:
+        self.n_forward_batches += 1
+        return self._run(prepared, x)
+
+    def _loader(self, batches: Batches):
+        workers = self.num_workers if len(batches) > 1 else 0
+        return torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            prefetch_factor=2 if workers else None,
+        )
+
+    def _use_batch_major(self, batches: Batches, ratios: Sequence[float], decodes: bool) -> bool:
+        if self.retain:
+            return True
+        if self.keep_variants != "auto":
+            return bool(self.keep_variants)
+        if len(ratios) < 2 or not self._reading_costs(decodes):
+            return False
+        feat_bytes = len(ratios) * batches.n * self._feature_dim() * 4
+        return self._kept_bytes(len(ratios)) + feat_bytes <= _MEMORY_BUDGET
+
+    def _bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc or self.default_desc, unit="batch", disable=not self.verbose,
+                    leave=False)
+
+    def features(
+        self,
+        batches: Batches,
+        ratios: Sequence[float],
+        *,
+        desc: str = "",
+        decodes: bool = True,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(i, F_i)`` for each ratio ``ratios[i]``: the (N, D) float32 features."""
+        ratios = [float(r) for r in ratios]
+        with self._running(batches):
+            if self._use_batch_major(batches, ratios, decodes):
+                yield from self._batch_major(batches, ratios, desc)
+            else:
+                yield from self._variant_major(batches, ratios, desc)
+
+    def batch_features(self, x, ratios: Sequence[float]) -> list[np.ndarray]:
+        """One ready batch through the variant of every ratio (prepared once when ``retain``)."""
+        with self._running(None):
+            x = self._input(x)
+            return [self._forward(self._prepared(float(r)), x) for r in ratios]
+
+    def _variant_major(self, batches, ratios, desc):
+        with self._bar(len(batches) * len(ratios), desc) as bar:
+            for i, r in enumerate(ratios):
+                bar.set_postfix_str(f"ratio {r:.2f}")
+                feats = None
+                with self._one_variant(r) as prepared:
+                    for j, x in enumerate(self._loader(batches)):
+                        f = self._forward(prepared, self._input(x))
+                        if feats is None:
+                            feats = np.empty((batches.n, f.shape[1]), dtype=np.float32)
+                        start = j * batches.batch_size
+                        feats[start : start + len(f)] = f
+                        bar.update()
+                yield i, feats
+
+    def _batch_major(self, batches, ratios, desc):
+        with self._bar(len(batches) * len(ratios), desc) as bar:
+            prepared = [self._prepared(r) for r in ratios]
+            feats: list[np.ndarray | None] = [None] * len(ratios)
+            for j, x in enumerate(self._loader(batches)):
+                x = self._input(x)
+                start = j * batches.batch_size
+                for i, p in enumerate(prepared):
+                    f = self._forward(p, x)
+                    if feats[i] is None:
+                        feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
+                    feats[i][start : start + len(f)] = f
+                    bar.update()
+            del prepared
+        for i in range(len(feats)):  # hand each over and let it go
+            f, feats[i] = feats[i], None
+            yield i, f
+
+
+class TorchEngine(LoopEngine):
     """Run a backbone's masked variants with PyTorch.
 
     Parameters
@@ -99,6 +250,9 @@ class TorchEngine:
         1.6x faster from NCHW batches, e.g. float arrays or datasets of CHW tensors;
         converting the weights too gains nothing). Batches made from image arrays and
         files already arrive channels-last. Weights are left as they are.
+    retain : bool
+        Keep every masked variant's weights between calls (batch-major always): a
+        server masks once, then each request costs only its forward passes.
 
     Gradients are off (``torch.inference_mode`` for image backbones; ``no_grad`` for
     text backbones, whose modules may build caches that must stay usable for training).
@@ -115,44 +269,32 @@ class TorchEngine:
         verbose: bool = False,
         precision: str = "float32",
         channels_last: bool | str = "auto",
+        retain: bool = False,
     ):
         if precision not in _AUTOCAST:
             raise ValueError(f"precision must be one of {tuple(_AUTOCAST)}, got {precision!r}")
+        super().__init__(keep_variants=keep_variants, num_workers=num_workers, verbose=verbose,
+                         retain=retain)
         self.precision = precision
         self.channels_last = channels_last
         self.backbone = backbone
         self.masking = masking
         self.device = device
-        self.keep_variants = keep_variants
-        self.num_workers = num_workers
-        self.verbose = verbose
         self.module = backbone.module
-        self.n_forward_batches = 0  # forward passes run, for tests and benchmarks
+        self.pin_memory = device.type == "cuda"
+        self._cl = self._use_channels_last()
 
-    # ------------------------------------------------------------------ helpers
-    def _loader(self, batches: Batches):
-        workers = self.num_workers if len(batches) > 1 else 0
-        return torch.utils.data.DataLoader(
-            batches,
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=2 if workers else None,
-        )
-
+    # ------------------------------------------------------------------ the engine's own
     def _use_channels_last(self) -> bool:
         if self.channels_last != "auto":
             return bool(self.channels_last)
         return self.backbone.collate is None and any(isinstance(m, nn.Conv2d) for m in self.module.modules())
 
     @contextlib.contextmanager
-    def _ready(self):
+    def _running(self, batches=None):
         """Module on the device, in eval mode, gradients off; mode restored after."""
         was_training = self.module.training
         self.module.to(self.device).eval()
-        self._cl = self._use_channels_last()
         grad_off = torch.no_grad() if self.backbone.collate is not None else torch.inference_mode()
         try:
             with grad_off:
@@ -160,13 +302,26 @@ class TorchEngine:
         finally:
             self.module.train(was_training)
 
-    def _forward(self, x, params: dict | None = None) -> torch.Tensor:
-        self.n_forward_batches += 1
+    @contextlib.contextmanager
+    def _one_variant(self, ratio: float):
+        if ratio in self._kept:
+            yield self._kept[ratio]
+            return
+        with masked(self.module, ratio, self.masking):  # in place: one model in memory
+            yield None
+
+    def _prepare(self, ratio: float) -> dict:
+        return masked_state(self.module, ratio, self.masking)
+
+    def _input(self, x):
+        return _to_device(x, self.device)
+
+    def _run(self, params: dict | None, x) -> np.ndarray:
         if params:
             call = lambda *a, **k: torch.func.functional_call(self.module, params, a, k, strict=False)
         else:
             call = self.module
-        if getattr(self, "_cl", False) and isinstance(x, torch.Tensor) and x.ndim == 4:
+        if self._cl and isinstance(x, torch.Tensor) and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = _AUTOCAST[self.precision]
         amp = (
@@ -176,67 +331,21 @@ class TorchEngine:
         )
         with amp:
             out = call(**x) if isinstance(x, dict) else call(x)
-        return _flatten(out, self.backbone.name).float()
+        return _flatten(out, self.backbone.name).float().cpu().numpy()
 
-    def _use_batch_major(self, batches: Batches, ratios: Sequence[float], decodes: bool) -> bool:
-        if self.keep_variants != "auto":
-            return bool(self.keep_variants)
-        # Worth it when reading a batch costs work: decoding files, or resizing and
-        # normalising images (in-memory image arrays too), which it then does once.
-        if len(ratios) < 2 or not (decodes or self.backbone.preprocessing is not None):
-            return False
-        weight_bytes = sum(p.numel() * p.element_size() for _, p in maskable_parameters(self.module))
-        dim = self.backbone.num_features or 2048
-        feat_bytes = len(ratios) * batches.n * dim * 4
-        return (len(ratios) - 1) * weight_bytes + feat_bytes <= _MEMORY_BUDGET
+    def _variant_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for _, p in maskable_parameters(self.module))
 
-    def _bar(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc or "DLC", unit="batch", disable=not self.verbose, leave=False)
+    def _kept_bytes(self, n_variants: int) -> int:
+        return (n_variants - 1) * self._variant_bytes()  # one of them is the module itself
 
-    # ------------------------------------------------------------------ public
-    def features(
-        self,
-        batches: Batches,
-        ratios: Sequence[float],
-        *,
-        desc: str = "",
-        decodes: bool = True,
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        if self._use_batch_major(batches, ratios, decodes):
-            yield from self._batch_major(batches, ratios, desc)
-        else:
-            yield from self._variant_major(batches, ratios, desc)
+    def _reading_costs(self, decodes: bool) -> bool:
+        # Worth keeping variants when reading a batch costs work: decoding files, or
+        # resizing and normalising images (in-memory image arrays too), done once then.
+        return decodes or self.backbone.preprocessing is not None
 
-    def _variant_major(self, batches, ratios, desc):
-        with self._ready(), self._bar(len(batches) * len(ratios), desc) as bar:
-            for i, r in enumerate(ratios):
-                bar.set_postfix_str(f"ratio {r:.2f}")
-                feats = None
-                with masked(self.module, r, self.masking):
-                    for j, x in enumerate(self._loader(batches)):
-                        f = self._forward(_to_device(x, self.device)).cpu().numpy()
-                        if feats is None:
-                            feats = np.empty((batches.n, f.shape[1]), dtype=np.float32)
-                        start = j * batches.batch_size
-                        feats[start : start + len(f)] = f
-                        bar.update()
-                yield i, feats
-
-    def _batch_major(self, batches, ratios, desc):
-        with self._ready(), self._bar(len(batches) * len(ratios), desc) as bar:
-            states = [masked_state(self.module, r, self.masking) for r in ratios]
-            feats: list[np.ndarray | None] = [None] * len(ratios)
-            for j, x in enumerate(self._loader(batches)):
-                x = _to_device(x, self.device)
-                start = j * batches.batch_size
-                for i, params in enumerate(states):
-                    f = self._forward(x, params).cpu().numpy()
-                    if feats[i] is None:
-                        feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
-                    feats[i][start : start + len(f)] = f
-                    bar.update()
-            del states
-        yield from enumerate(feats)
+    def _feature_dim(self) -> int:
+        return self.backbone.num_features or 2048
 
 
 def default_num_workers(decodes: bool) -> int:

@@ -5,27 +5,29 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import sys
 import warnings
+import weakref
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
-from . import _cache, _chunks
+from . import _cache, _chunks, _driver
 from ._backbones import create_backbone
 from ._backbones._base import Backbone
 from ._data import check_finite, decodes_files, make_batches, n_samples
+from ._distributed import RayBackend
 from ._engine import TorchEngine, default_num_workers, resolve_device
-from ._losses import LOGITS, per_class_losses
+from ._losses import LOGITS
 from ._masking import MASKING_MODES
-from ._prototypes import class_means
 from ._ratios import PAPER_GRID, auto_ratio_order, resolve_mask_ratios
 from ._validation import check_class_labels
 
@@ -54,12 +56,18 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         pre-trained; ``"efficientnet_lite2"``, ``"squeezenet1_1"``), a timm or
         torchvision model name (needs their weights: a network or a local cache), or a
         module mapping a float batch (N, C, H, W) (or (N, F)) to features.
-    mask_ratios : int, sequence of float or "auto", default=5
+    mask_ratios : int, sequence of float, "auto", "calibrated" or "cumulative", default=5
         The learning path. An int ``n``: ``n`` ratios from the paper's grid
         {0, 0.02, ..., 0.98}, always including 0 (the unmasked model), the rest drawn
-        with ``random_state``. A sequence: those ratios, each in [0, 1). ``"auto"``:
-        grow the path in random grid order until the Spearman correlation between
-        successive score estimates reaches ``auto_tol`` (at most ``max_ratios``).
+        with ``random_state``. A sequence: those ratios, each in [0, 1) (0 need not be
+        among them: the full model then runs once more, off the path, only when
+        unmasked prototypes or the embedding need it). ``"auto"``: grow the path in
+        random grid order until the Spearman correlation between successive score
+        estimates reaches ``auto_tol`` (at most ``max_ratios``). ``"calibrated"``: probe
+        the masked models on a stratified sample of a few hundred rows (one pass of the
+        sample per probe ratio), find where they fall to chance, and place ``n_ratios``
+        ratios inside that range (see ``calibration_``). ``"cumulative"``: the official
+        code's schedule, sparsity 1 - 0.98^k.
     masking : {"layer", "global"}, default="layer"
         One magnitude threshold per weight tensor (the paper), or one over all weight
         tensors together (the official code).
@@ -80,6 +88,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         Spearman correlation at which ``mask_ratios="auto"`` stops growing the path.
     max_ratios : int, default=10
         Longest path ``mask_ratios="auto"`` may grow.
+    n_ratios : int, default=5
+        Length of the path ``mask_ratios="calibrated"`` chooses (0 included).
     image_size : int or None, default=None
         Score at this square input size instead of the backbone's own (e.g. 128 for
         a faster, coarser pass on small images). None keeps the backbone's size.
@@ -95,12 +105,13 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         costs work (decoding files, resizing and normalising images).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
-    engine : {"torch", "onnxruntime"}, default="torch"
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the masked variants. "onnxruntime" exports the backbone to ONNX once,
         masks the exported weights and runs every variant with ONNX Runtime
-        (``pip install 'skdlc[onnx]'``, or ``'skdlc[onnx-gpu]'`` for CUDA): the same
-        scores (within 1e-4), several times faster on the CPU. Image and array
-        backbones only. See docs/onnx.md.
+        (``'skdlc[onnx-gpu]'`` for CUDA): the same scores (within 1e-4), several times
+        faster on the CPU. Image and array backbones only. "auto": ONNX Runtime on the
+        CPU when the backbone exports, torch otherwise (text backbones, a failed
+        export, CUDA); a one-line note says which. See docs/onnx.md.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
         Autocast dtype of the torch engine on CUDA: faster, scores change slightly.
         The CPU and ONNX Runtime always compute in float32.
@@ -115,8 +126,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     chunk_size : int, default=4096
         Rows per resumable feature chunk when ``memory`` is a folder (rounded up to a
         multiple of ``batch_size``).
-    backend : {"local", "ray"}, default="local"
-        "ray" scores on Ray Data (``pip install 'skdlc[ray]'``): an actor pool maps the
+    backend : "local", "ray" or RayBackend, default="local"
+        ``RayBackend(address=..., num_gpus=...)`` (or "ray" with ``ray_address`` and
+        ``num_gpus``) scores on Ray Data (``pip install 'skdlc[ray]'``): an actor pool maps the
         batches through the masked variants, per-class sums are reduced into the
         prototypes, then the losses are mapped; same scores as "local". Uses the Ray
         already initialised in this process, else ``ray.init(address=ray_address)``.
@@ -147,7 +159,16 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     n_features_in_ : int
         Only for 2-d array input.
     n_forward_batches_ : int
-        Forward passes (batches x variants) the last fit ran; 0 when read from cache.
+        Forward passes (batches x variants) the last fit ran, probes included; 0 when
+        read from cache.
+    n_tokens_, n_tokens_run_ : int
+        Text backbones only: tokens of the data, and tokens one pass over it runs
+        (padding included). Rows of similar length are batched together (results in
+        input order), so the two stay close.
+    calibration_ : Calibration or None
+        With ``mask_ratios="calibrated"``: the ratios probed, the nearest-class-mean
+        accuracy of each on the sample, chance level and the chosen path
+        (``calibration_.to_dict()`` is JSON-ready). None otherwise.
 
     Examples
     --------
@@ -169,7 +190,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "backbone": [str, nn.Module, Backbone],
         "mask_ratios": [
             Interval(Integral, 1, len(PAPER_GRID), closed="both"),
-            StrOptions({"auto"}),
+            StrOptions({"auto", "calibrated", "cumulative"}),
             "array-like",
         ],
         "masking": [StrOptions(set(MASKING_MODES))],
@@ -179,16 +200,17 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "embedding": ["boolean"],
         "auto_tol": [Interval(Real, 0, 1, closed="neither")],
         "max_ratios": [Interval(Integral, 2, len(PAPER_GRID), closed="both")],
+        "n_ratios": [Interval(Integral, 1, len(PAPER_GRID), closed="both")],
         "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "keep_variants": ["boolean", StrOptions({"auto"})],
         "device": [str, torch.device],
-        "engine": [StrOptions({"torch", "onnxruntime"})],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
         "precision": [StrOptions({"float32", "bfloat16", "float16"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
-        "backend": [StrOptions({"local", "ray"})],
+        "backend": [StrOptions({"local", "ray"}), RayBackend],
         "ray_address": [None, str],
         "num_gpus": [Interval(Real, 0, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -207,12 +229,13 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         embedding: bool = False,
         auto_tol: float = 0.99,
         max_ratios: int = 10,
+        n_ratios: int = 5,
         image_size: int | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         keep_variants: bool | str = "auto",
         device: str | torch.device = "auto",
-        engine: str = "torch",
+        engine: str = "auto",
         precision: str = "float32",
         memory: Any = None,
         chunk_size: int = 4096,
@@ -231,6 +254,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self.embedding = embedding
         self.auto_tol = auto_tol
         self.max_ratios = max_ratios
+        self.n_ratios = n_ratios
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -279,7 +303,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "prototypes_")
         X = self._check_X(X, reset=False)
-        losses, emb = self._cached("transform", self._transform_key(X), lambda: self._transform(X))
+        data_fp = self._data_fp(X)
+        losses, emb = self._cached("transform", self._transform_key(data_fp),
+                                   lambda: self._transform(X, data_fp))
         return self._assemble(losses, emb)
 
     def score_samples(self, X, y) -> np.ndarray:
@@ -291,18 +317,27 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "prototypes_")
         y = column_or_1d(y, warn=True)
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.clip(idx, 0, len(self.classes_) - 1)
-        unknown = self.classes_[idx] != y
-        if unknown.any():
-            raise ValueError(
-                f"y has labels unseen in fit: {np.unique(y[unknown])[:5].tolist()}; "
-                f"known classes: {self.classes_[:10].tolist()}"
-            )
-        scores = self.transform(X)[:, -len(self.classes_) :]
-        if len(scores) != len(y):
-            raise ValueError(f"X has {len(scores)} samples but y has {len(y)}")
-        return scores[np.arange(len(y)), idx]
+        _driver.class_index(self.classes_, y)  # unseen labels fail before any scoring
+        return _driver.own_class(self.transform(X), self.classes_, y)
+
+    def embed(self, X) -> np.ndarray:
+        """The full (unmasked) backbone's features of X, shape (n_samples, n_features).
+
+        Needs no labels and no fit (the backbone is loaded when the scorer is not
+        fitted); one pass over X, on the scorer's engine and backend. Use it for a
+        linear probe, or any method that wants the pre-trained embedding.
+        """
+        fitted = hasattr(self, "backbone_")
+        if not fitted:
+            self._validate_params()
+            self._check_combination()
+        X = self._check_X(X, reset=False) if hasattr(self, "n_features_in_") else _check_input(self, X)
+        if fitted:
+            return _driver.embed(self._source(X, "embed", None))
+        # An unfitted scorer: work on a copy, so that the estimator gains no state.
+        worker = copy.copy(self)
+        worker.backbone_ = worker._load_backbone()
+        return _driver.embed(worker._source(X, "embed", None))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "prototypes_")
@@ -381,45 +416,107 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             bb.module = copy.deepcopy(bb.module)
         return bb
 
-    def _engine(self, X) -> TorchEngine:
+    def _engine(self, X, batches) -> tuple[Any, str]:
+        """The engine to run, and its name (part of the chunk store's key)."""
         decodes = decodes_files(X)
         # Text is tokenized in-process: tokenizers do not like being forked.
         decodes = decodes and self.backbone_.collate is None
         # Resizing in-memory images is work too: a worker overlaps it with the model.
         busy = decodes or self.backbone_.preprocessing is not None
         workers = default_num_workers(busy) if self.num_workers is None else self.num_workers
-        if self.engine == "onnxruntime":
-            from ._onnx import OnnxEngine
+        common = dict(masking=self.masking, keep_variants=self.keep_variants, num_workers=workers,
+                      verbose=self.verbose)
+        kind = self.engine
+        if kind == "auto":
+            kind = self._auto_engine(batches, common)
+            if not isinstance(kind, str):
+                return kind, "onnxruntime"
+        if kind == "onnxruntime":
+            from ._onnx_engine import OnnxEngine
 
-            return OnnxEngine.from_backbone(
-                self.backbone_,
-                masking=self.masking,
-                # "auto": ONNX Runtime's CUDA when it has it, whatever torch was built with
-                device="auto" if str(self.device) == "auto" else self._device(),
-                keep_variants=self.keep_variants,
-                num_workers=workers,
-                verbose=self.verbose,
-            )
-        return TorchEngine(
-            self.backbone_,
-            masking=self.masking,
-            device=self._device(),
-            keep_variants=self.keep_variants,
-            num_workers=workers,
-            verbose=self.verbose,
-            precision=self.precision,
-        )
+            # "auto": ONNX Runtime's CUDA when it has it, whatever torch was built with
+            device = "auto" if str(self.device) == "auto" else self._device()
+            return OnnxEngine.from_backbone(self.backbone_, device=device, **common), "onnxruntime"
+        engine = TorchEngine(self.backbone_, device=self._device(), precision=self.precision, **common)
+        return engine, "torch"
 
-    def _params_key(self) -> str:
+    def _auto_engine(self, batches, common):
+        """``engine="auto"``: ONNX Runtime on the CPU when the backbone exports, else torch."""
+        if self._device().type != "cpu":
+            return "torch"
+        if self.backbone_.collate is not None:
+            _note(self.verbose, "engine='auto': torch (ONNX Runtime runs image and array backbones, "
+                  f"{self.backbone_.name!r} takes text)")
+            return "torch"
+        module = self.backbone_.module
+        if module in _NO_EXPORT:  # failed before: do not pay for the attempt again
+            return "torch"
+        try:
+            from ._onnx_engine import OnnxEngine
+
+            engine = OnnxEngine.from_backbone(self.backbone_, device="cpu", **common)
+            engine.variants.prepare(batches)  # exports now, so a failure falls back here
+        except Exception as exc:  # any export failure: torch runs every module
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            what = "ONNX Runtime is not installed" if isinstance(exc, ImportError) else \
+                "the backbone does not export to ONNX"
+            _NO_EXPORT[module] = True
+            _note(self.verbose, f"engine='auto': torch ({what}: {type(exc).__name__}"
+                  f"{': ' + reason if reason else ''})")
+            return "torch"
+        _note(self.verbose, "engine='auto': ONNX Runtime on the CPU (engine='torch' to use torch)")
+        return engine
+
+    def _source(self, X, role: str, data_fp: str | None):
+        """Where the driver gets its features: Ray, the chunk store, or the engine itself."""
+        order = _driver.length_order(X, self.backbone_)
+        if order is not None:  # text: batches of similar lengths pad little
+            X = [X[i] for i in order]
+        ray = self._ray_backend()
+        if ray is not None:
+            from ._distributed import RaySource
+
+            return RaySource(self.backbone_, X, masking=self.masking, batch_size=self.batch_size,
+                             address=ray.address, num_gpus=ray.num_gpus, verbose=bool(self.verbose),
+                             order=order)
+        batches = make_batches(X, self.backbone_, self.batch_size)
+        engine, name = self._engine(X, batches)
+        store = None
+        if data_fp is not None:
+            key = _chunks.feature_key(self.backbone_, data_fp, masking=self.masking,
+                                      batch_size=self.batch_size, engine=name,
+                                      role=role if order is None else f"{role}-by-length")
+            store = _chunks.chunk_store(self.memory, key)
+        if store is not None:
+            return _chunks.ChunkedSource(engine, batches, store, chunk_size=self.chunk_size,
+                                         decodes=decodes_files(X), order=order)
+        return _driver.EngineSource(engine, batches, decodes_files(X), order)
+
+    def _plan(self, ratios=None, auto=None) -> _driver.Plan:
+        return _driver.Plan(ratios=ratios, auto=auto, prototypes=self.prototypes, logits=self.logits,
+                            temperature=float(self.temperature), embedding=bool(self.embedding))
+
+    # ------------------------------------------------------------------ cache keys
+    def _random_state_key(self):
+        """The random state as a cache key part; None when it cannot be one."""
+        rs = self.random_state
+        if isinstance(self.mask_ratios, str) and self.mask_ratios == "cumulative":
+            return "unused"
+        if not isinstance(self.mask_ratios, (str, Integral)):
+            return "unused"  # an explicit path draws nothing
+        if rs is None or isinstance(rs, Integral):
+            return rs
+        return None  # a RandomState instance: its draws depend on its history
+
+    def _params_key(self, rs_key) -> str:
         ratios = self.mask_ratios
         if not isinstance(ratios, (str, Integral)):
-            ratios = [float(r) for r in ratios]
-        rs = self.random_state if isinstance(self.random_state, (Integral, type(None))) else repr(self.random_state)
+            ratios = [float(r) for r in np.asarray(ratios, dtype=float).ravel()]
         return _cache.fingerprint_params(
             {
                 "v": _CACHE_VERSION,
                 "mask_ratios": ratios,
-                "random_state": rs,
+                "random_state": rs_key,
                 "masking": self.masking,
                 "prototypes": self.prototypes,
                 "logits": self.logits,
@@ -427,6 +524,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                 "embedding": bool(self.embedding),
                 "auto_tol": float(self.auto_tol),
                 "max_ratios": int(self.max_ratios),
+                "n_ratios": int(self.n_ratios),
                 "image_size": self.image_size,
                 "precision": self.precision,  # not `engine`: both engines give the same scores
             }
@@ -438,23 +536,89 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             return compute()
         return memory.cache(_call, ignore=["compute"])(tag, key, compute)
 
-    def _data_key(self, X) -> str | None:
+    def _data_fp(self, X) -> str | None:
+        """X's content fingerprint when a cache is set; None (with a warning) when it has none."""
+        if self.memory is None:
+            return None
         fp = _cache.fingerprint_data(X)
-        self._last_data_fp = (id(X), fp)  # read by the chunk store, same X, same call
-        if fp is None and self.memory is not None:
+        if fp is None:
             warnings.warn(
                 f"cannot fingerprint X of type {type(X).__name__}; not caching its scores "
                 "(give your Dataset a fingerprint() method to enable the cache)",
-                stacklevel=3,
+                stacklevel=4,
             )
         return fp
 
-    def _transform_key(self, X) -> str | None:
-        data = self._data_key(X) if self.memory is not None else None
-        return None if data is None else _cache.combine(self._fit_key, data)
+    def _fit_key(self, data_fp, y_idx, want_losses) -> str | None:
+        if data_fp is None:
+            return None
+        rs_key = self._random_state_key()
+        if rs_key is None:
+            warnings.warn(
+                "random_state is a RandomState instance: its draws depend on its history, so "
+                "this fit is not cached (pass an int to cache it)",
+                stacklevel=4,
+            )
+            return None
+        return _cache.combine(
+            _cache.fingerprint_module(self.backbone_.module),
+            data_fp,
+            _cache.fingerprint_data(np.asarray(y_idx)),
+            self.classes_.tolist(),
+            self._params_key(rs_key),
+            want_losses,
+        )
+
+    def _transform_key(self, data_fp) -> str | None:
+        """A key from the fitted state and the data only (never from the estimator's identity)."""
+        if data_fp is None:
+            return None
+        bb = self.backbone_
+        return _cache.combine(
+            _CACHE_VERSION,
+            "transform",
+            _cache.fingerprint_module(bb.module),
+            bb.name,
+            bb.preprocessing.to_dict() if bb.preprocessing is not None else None,
+            self.classes_.tolist(),
+            list(self.mask_ratios_),
+            _cache.fingerprint_data(np.asarray(self.prototypes_)),
+            self.logits,
+            float(self.temperature),
+            bool(self.embedding),
+            self.masking,
+            self.precision,
+            data_fp,
+        )
+
+    # ------------------------------------------------------------------ fit / transform
+    def _ray_backend(self) -> RayBackend | None:
+        """The Ray settings, from a RayBackend or from backend="ray" + ray_address/num_gpus."""
+        if isinstance(self.backend, RayBackend):
+            return self.backend
+        if self.backend == "ray":
+            return RayBackend(address=self.ray_address, num_gpus=self.num_gpus)
+        return None
+
+    def _check_combination(self) -> None:
+        """Reject settings that the chosen backend would ignore or fail on deep inside."""
+        if isinstance(self.backend, RayBackend) and (self.ray_address is not None or self.num_gpus is not None):
+            raise ValueError("give the Ray address and GPUs in backend=RayBackend(address=..., num_gpus=...), "
+                             "not also as ray_address/num_gpus")
+        if self.backend == "local" and (self.ray_address is not None or self.num_gpus is not None):
+            raise ValueError("ray_address and num_gpus apply to backend='ray' (or a RayBackend); "
+                             "backend='local' ignores them")
+        if self._ray_backend() is not None:
+            if self.engine == "onnxruntime":
+                raise ValueError("engine='onnxruntime' runs on backend='local' only; Ray actors run "
+                                 "torch: use engine='auto' or 'torch' with backend='ray'")
+            if self.precision != "float32":
+                raise ValueError(f"precision={self.precision!r} applies to the local torch engine on "
+                                 "CUDA; Ray actors compute in float32: use precision='float32'")
 
     def _fit(self, X, y, *, want_losses: bool):
         self._validate_params()
+        self._check_combination()
         X = self._check_X(X, reset=True)
         y = column_or_1d(y, warn=True)
         if len(y) != n_samples(X):
@@ -464,102 +628,99 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         embedding_only = self.embedding and isinstance(self.mask_ratios, (list, tuple)) and list(self.mask_ratios) == [0.0]
         self.classes_, y_idx = np.unique(check_class_labels(y, allow_single=embedding_only), return_inverse=True)
         self.backbone_ = self._load_backbone()
-        # Masked prototypes need every variant's features, so fit computes the losses
-        # anyway; only unmasked prototypes make a one-pass fit possible.
-        want_losses = want_losses or self.prototypes == "masked" or self.mask_ratios == "auto"
-        key = None
-        if self.memory is not None:
-            data = self._data_key(X)
-            if data is not None:
-                key = _cache.combine(
-                    _cache.fingerprint_module(self.backbone_.module),
-                    data,
-                    _cache.fingerprint_data(y_idx),
-                    self.classes_.tolist(),
-                    self._params_key(),
-                    want_losses,
-                )
-        self._fit_key = key or _cache.combine("uncached", id(self))
+        data_fp = self._data_fp(X)
+        key = self._fit_key(data_fp, y_idx, want_losses)
         self.n_forward_batches_ = 0
-        result = self._cached("fit", key, lambda: self._fit_compute(X, y_idx, want_losses))
+        result = self._cached("fit", key, lambda: self._fit_compute(X, y_idx, want_losses, data_fp))
         self.mask_ratios_ = tuple(result["mask_ratios"])
         self.prototypes_ = result["prototypes"]
+        self.calibration_ = result.get("calibration")
+        if self.backbone_.collate is not None:
+            self.n_tokens_, self.n_tokens_run_ = _token_counts(X, self.backbone_, self.batch_size)
         if key is not None and result["losses"] is not None:
             # Seed transform's cache: transform(X) on the training data is then free.
             outputs = (result["losses"], result["embedding"])
-            self._cached("transform", _cache.combine(key, data), lambda: outputs)
+            self._cached("transform", self._transform_key(data_fp), lambda: outputs)
         return result["losses"], result["embedding"]
 
-    def _fit_compute(self, X, y_idx, want_losses) -> dict:
-        if self.backend == "ray":
-            from ._distributed import ray_fit
-
-            return ray_fit(self, X, y_idx, want_losses)
-        engine = self._engine(X)
-        batches = make_batches(X, self.backbone_, self.batch_size)
+    def _fit_compute(self, X, y_idx, want_losses, data_fp) -> dict:
         n_classes = len(self.classes_)
-        store = _chunks.chunk_store(self, X)
-        if store is not None:
-            out = _chunks.fit_chunked(self, engine, batches, X, y_idx, want_losses, store)
-        elif self.mask_ratios == "auto":
-            out = self._fit_auto(engine, batches, X, y_idx, n_classes)
+        rs = check_random_state(self.random_state)  # one stream for every draw of this fit
+        calibration, passes = None, 0
+        if isinstance(self.mask_ratios, str) and self.mask_ratios == "auto":
+            order = tuple(auto_ratio_order(rs)[: self.max_ratios])
+            plan = self._plan(auto=_driver.AutoPath(order, float(self.auto_tol)))
+        elif isinstance(self.mask_ratios, str) and self.mask_ratios == "calibrated":
+            calibration, passes = self._calibrate(X, y_idx, data_fp, rs)
+            plan = self._plan(ratios=calibration.ratios)
         else:
-            ratios = resolve_mask_ratios(self.mask_ratios, self.random_state)
-            out = self._fit_path(engine, batches, X, y_idx, n_classes, ratios, want_losses)
-        self.n_forward_batches_ = engine.n_forward_batches
-        return out
+            plan = self._plan(ratios=resolve_mask_ratios(self.mask_ratios, rs))
+        source = self._source(X, "fit", data_fp)
+        out = _driver.fit(plan, source, y_idx, n_classes, want_losses=want_losses, calibration=calibration)
+        self.n_forward_batches_ = passes + source.n_forward_batches
+        return out.as_dict()
 
-    def _fit_path(self, engine, batches, X, y_idx, n_classes, ratios, want_losses) -> dict:
-        acc = _PathAccumulator(self, y_idx, n_classes, batches.n)
-        run = list(ratios) if want_losses else [0.0]
-        if (self.prototypes == "unmasked" or self.embedding) and 0.0 not in ratios and want_losses:
-            run = [0.0] + run  # one extra unmasked pass, not part of the path
-        extra = 0.0 not in ratios  # run[0] is then an unmasked pass off the path
-        for i, feats in engine.features(batches, run, desc="DLC fit", decodes=decodes_files(X)):
-            acc.add(run[i], feats, on_path=not (extra and i == 0))
-        return acc.result(ratios, want_losses)
+    def _calibrate(self, X, y_idx, data_fp, rs):
+        """Probe the masked models on a stratified sample; the chosen path (interface 1)."""
+        from . import _calibration
 
-    def _fit_auto(self, engine, batches, X, y_idx, n_classes) -> dict:
-        acc = _PathAccumulator(self, y_idx, n_classes, batches.n)
-        used, previous = [], None
-        for r in auto_ratio_order(self.random_state)[: self.max_ratios]:
-            for _, feats in engine.features(batches, [r], desc=f"DLC auto ({len(used) + 1})", decodes=decodes_files(X)):
-                acc.add(r, feats, on_path=True)
-            used.append(r)
-            current = acc.own_class_scores()
-            if previous is not None and len(used) >= 3:
-                rho = spearmanr(previous, current).statistic
-                if np.isfinite(rho) and rho >= self.auto_tol:
-                    break
-            previous = current
-        return acc.result(tuple(sorted(used)), True)
+        rows = np.asarray(_calibration.sample_rows(y_idx, random_state=rs))
+        part = _take(X, rows)
+        part_fp = None if data_fp is None else _cache.fingerprint_data(part)
+        source = self._source(part, "probe", part_fp)
+        cal = _driver.calibrate(source, _calibration.probe_grid(self.masking), y_idx[rows],
+                                n_ratios=int(self.n_ratios), random_state=rs)
+        return cal, source.n_forward_batches
 
-    def _transform(self, X):
-        if self.backend == "ray":
-            from ._distributed import ray_transform
-
-            return ray_transform(self, X)
-        engine = self._engine(X)
-        batches = make_batches(X, self.backbone_, self.batch_size)
-        store = _chunks.chunk_store(self, X, "transform")
-        if store is not None:
-            return _chunks.transform_chunked(self, engine, batches, X, store)
-        ratios = list(self.mask_ratios_)
-        run = ratios if (not self.embedding or 0.0 in ratios) else [0.0] + ratios
-        losses = np.zeros((batches.n, len(self.classes_)))
-        emb = None
-        for i, feats in engine.features(batches, run, desc="DLC transform", decodes=decodes_files(X)):
-            if self.embedding and run[i] == 0.0 and emb is None:
-                emb = feats
-            if run is ratios or i > 0:
-                t = ratios.index(run[i])
-                losses += per_class_losses(feats, self.prototypes_[t], self.logits, self.temperature)
-        return losses / len(ratios), emb
+    def _transform(self, X, data_fp):
+        source = self._source(X, "transform", data_fp)
+        plan = self._plan(ratios=self.mask_ratios_)
+        return _driver.transform(plan, source, self.mask_ratios_, self.prototypes_)
 
     def _assemble(self, losses: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
         if not self.embedding:
             return losses
         return np.hstack([emb.astype(np.float64), losses])
+
+
+_NO_EXPORT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # modules that failed to export
+_NOTES_SHOWN: set[str] = set()
+
+
+def _note(verbose, message: str) -> None:
+    """A one-line note on stderr, once per process (only when verbose)."""
+    if verbose and message not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(message)
+        print(f"skdlc: {message}", file=sys.stderr)
+
+
+def _check_input(scorer, X):
+    """X validated as fit would, without recording n_features_in_ on the scorer."""
+    return DLCScorer._check_X(copy.copy(scorer), X, reset=True)
+
+
+def _token_counts(X, backbone, batch_size: int) -> tuple[int, int]:
+    """(tokens of the data, tokens one pass runs, padding included), batched as scoring does."""
+    order = _driver.length_order(X, backbone)
+    rows = list(X) if order is None else [X[i] for i in order]
+    batches = make_batches(rows, backbone, batch_size)
+    data = run = 0
+    for j in range(len(batches)):
+        b = batches[j]
+        ids = b["input_ids"] if isinstance(b, dict) else b
+        mask = b.get("attention_mask") if isinstance(b, dict) else None
+        run += int(ids.numel())
+        data += int(mask.sum()) if mask is not None else int(ids.numel())
+    return data, run
+
+
+def _take(X, rows: np.ndarray):
+    """The rows ``rows`` of scorer input X, as input of the same kind."""
+    if isinstance(X, np.ndarray):
+        return X[rows]
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, (list, tuple)):
+        return torch.utils.data.Subset(X, rows.tolist())
+    return [X[int(i)] for i in rows]
 
 
 def _is_rows_of_numbers(X) -> bool:
@@ -569,40 +730,3 @@ def _is_rows_of_numbers(X) -> bool:
     if isinstance(first, (list, tuple)):
         return all(isinstance(v, Real) for v in first)
     return isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "biuf"
-
-
-class _PathAccumulator:
-    """Collects prototypes and running losses as variants' features arrive."""
-
-    def __init__(self, scorer: DLCScorer, y_idx: np.ndarray, n_classes: int, n: int):
-        self.s = scorer
-        self.y_idx = y_idx
-        self.n_classes = n_classes
-        self.protos: dict[float, np.ndarray] = {}
-        self.unmasked: np.ndarray | None = None
-        self.embedding: np.ndarray | None = None
-        self.loss_sum = np.zeros((n, n_classes))
-        self.n_on_path = 0
-
-    def add(self, ratio: float, feats: np.ndarray, *, on_path: bool) -> None:
-        if ratio == 0.0 and self.unmasked is None:
-            self.unmasked = class_means(feats, self.y_idx, self.n_classes)
-            if self.s.embedding:
-                self.embedding = feats
-        if not on_path:
-            return
-        protos = self.unmasked if self.s.prototypes == "unmasked" else class_means(feats, self.y_idx, self.n_classes)
-        self.protos[ratio] = protos
-        self.loss_sum += per_class_losses(feats, protos, self.s.logits, self.s.temperature)
-        self.n_on_path += 1
-
-    def own_class_scores(self) -> np.ndarray:
-        return self.loss_sum[np.arange(len(self.y_idx)), self.y_idx] / max(self.n_on_path, 1)
-
-    def result(self, ratios, want_losses: bool) -> dict:
-        if self.s.prototypes == "unmasked":
-            protos = np.stack([self.unmasked] * len(ratios))
-        else:
-            protos = np.stack([self.protos[r] for r in ratios])
-        losses = self.loss_sum / len(ratios) if want_losses else None
-        return {"mask_ratios": tuple(ratios), "prototypes": protos, "losses": losses, "embedding": self.embedding}

@@ -9,9 +9,9 @@ metadata file (``skdlc_serving.json``); this handler loads either
   read by :class:`skdlc._onnx.OnnxDLCModel` and run with ONNX Runtime (no torch
   backbone).
 
-Either way a request gets ``transform``'s numbers: by default the worker prepares the
-masked variants once at load time and computes what ``transform`` computes per request
-(``prepare_variants: false`` calls ``transform`` itself, which re-masks every call).
+Either way a request gets ``transform``'s numbers, computed by the same path driver:
+the worker's engine prepares the masked variants once and keeps them between requests
+(``prepare_variants: false`` masks the torch backbone again for every request).
 
 Requests (``POST /predictions/<model>``), one or many images each:
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
 import io
 import json
 import logging
@@ -110,83 +109,34 @@ def _fill_missing_params(estimator) -> None:
 
 # --------------------------------------------------------------------------- scoring
 # DLCScorer.transform builds the T masked variants on every call (masks computed from
-# the weights, ONNX sessions created): right for one large call, but per request it
-# costs far more than the forward passes themselves. A worker instead prepares the
-# variants once and runs the same computation per request: features of every variant,
-# losses against that variant's prototypes, averaged. tests/test_serving.py checks it
-# equals DLCScorer.transform (and OnnxDLCModel.transform) to 1e-5.
+# the weights): right for one large call, but per request it costs far more than the
+# forward passes themselves. A worker instead keeps one engine whose masked variants
+# (torch weights, or ONNX Runtime sessions) are prepared once and retained, and scores
+# each request through the same path driver as ``transform`` (skdlc._driver).
+# tests/test_serving.py checks it equals DLCScorer.transform (and OnnxDLCModel.transform).
 
-def _prepared_transform(X, *, input_spec, batch_size, runners, prototypes, logits, temperature):
-    """Per-class complexities of X, (n, n_classes), from one runner per masked variant."""
-    from skdlc._data import make_batches
-    from skdlc._losses import per_class_losses
+def _torch_transform(scorer, device, max_bytes: int, prepare: bool):
+    """Per-class complexities of X from a fitted scorer, its variants kept when they fit."""
+    import dataclasses
 
-    batches = make_batches(X, input_spec, batch_size)
-    losses = np.zeros((batches.n, prototypes.shape[1]))
-    for j in range(len(batches)):
-        x = batches[j]
-        start = j * batches.batch_size
-        for t, run in enumerate(runners):
-            f = run(x)
-            losses[start:start + len(f)] += per_class_losses(f, prototypes[t], logits, temperature)
-    return losses / len(runners)
-
-
-def _torch_runners(scorer, device, max_bytes: int):
-    """One callable per mask ratio: float batch -> (n, D) float32 features; None if too big."""
-    import torch
-
-    from skdlc._masking import maskable_parameters, masked_state
+    from skdlc import _driver
+    from skdlc._engine import TorchEngine
+    from skdlc._masking import maskable_parameters
 
     bb = scorer.backbone_
-    module = bb.module.to(device).eval()
-    ratios = list(scorer.mask_ratios_)
-    weight_bytes = sum(p.numel() * p.element_size() for _, p in maskable_parameters(module))
-    if weight_bytes * sum(r > 0 for r in ratios) > max_bytes:
-        return None
-    conv = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
-    if conv and device.type == "cpu":  # channels-last convolutions run faster on CPUs
-        module = module.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        states = [masked_state(module, r, scorer.masking) for r in ratios]
-    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(getattr(scorer, "precision", "float32"))
+    weight_bytes = sum(p.numel() * p.element_size() for _, p in maskable_parameters(bb.module))
+    retain = prepare and weight_bytes * sum(r > 0 for r in scorer.mask_ratios_) <= max_bytes
+    if prepare and not retain:
+        logger.warning("masked variants over max_variant_bytes: masking per request instead")
+    engine = TorchEngine(bb, masking=scorer.masking, device=device, keep_variants="auto", num_workers=0,
+                         precision=getattr(scorer, "precision", "float32"), retain=retain)
+    plan = dataclasses.replace(scorer._plan(ratios=scorer.mask_ratios_), embedding=False)
 
-    def runner(params):
-        def run(x):
-            x = x.to(device)
-            if conv and device.type == "cpu" and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            amp = torch.autocast(device.type, dtype=autocast) if autocast and device.type == "cuda" \
-                else contextlib.nullcontext()
-            with torch.inference_mode(), amp:
-                out = torch.func.functional_call(module, params, (x,), strict=False) if params else module(x)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            return out.reshape(out.shape[0], -1).float().cpu().numpy()
-        return run
+    def transform(X):
+        return _driver.transform_input(plan, engine, X, input_spec=bb, batch_size=scorer.batch_size,
+                                       ratios=scorer.mask_ratios_, prototypes=np.asarray(scorer.prototypes_))[0]
 
-    return [runner(p) for p in states]
-
-
-def _onnx_runners(model, device: str, threads: int | None):
-    """One ONNX Runtime session per mask ratio, created once."""
-    import onnxruntime as ort
-
-    from skdlc._onnx import _providers, session_options
-
-    providers, _ = _providers(device)
-    files = {float(v["ratio"]): model.folder / v["file"] for v in model.manifest_["variants"]}
-    name = model.manifest_["input"]["name"]
-    runners = []
-    for r in model.mask_ratios_:
-        sess = ort.InferenceSession(str(files[float(r)]), sess_options=session_options(threads), providers=providers)
-
-        def run(x, sess=sess):
-            arr = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float32)
-            return np.asarray(sess.run(None, {name: arr})[0], dtype=np.float32).reshape(len(arr), -1)
-
-        runners.append(run)
-    return runners
+    return transform
 
 
 def _looks_like_json(raw: bytes) -> bool:
@@ -259,19 +209,8 @@ class DLCHandler(BaseHandler):
                 )
             self.scorer = scorer
             classes = list(scorer.classes_)
-            runners = None
-            if prepare:
-                runners = _torch_runners(scorer, self.device, int(cfg.get("max_variant_bytes", _MAX_VARIANT_BYTES)))
-                if runners is None:
-                    logger.warning("masked variants over max_variant_bytes: masking per request instead")
-            if runners is None:
-                self._transform = lambda X: scorer.transform(X)[:, -len(classes):]
-            else:
-                self._transform = functools.partial(
-                    _prepared_transform, input_spec=scorer.backbone_, batch_size=scorer.batch_size,
-                    runners=runners, prototypes=np.asarray(scorer.prototypes_), logits=scorer.logits,
-                    temperature=scorer.temperature,
-                )
+            self._transform = _torch_transform(
+                scorer, self.device, int(cfg.get("max_variant_bytes", _MAX_VARIANT_BYTES)), prepare)
         elif engine == "onnx":
             import onnxruntime as ort
 
@@ -291,14 +230,8 @@ class DLCHandler(BaseHandler):
             if model.preprocessing_ is None:
                 raise ValueError("the skdlc handler scores images; this ONNX export takes no images")
             classes = list(model.classes_)
-            if prepare:
-                self._transform = functools.partial(
-                    _prepared_transform, input_spec=model._input, batch_size=model.batch_size,
-                    runners=_onnx_runners(model, device, kwargs.get("threads")),
-                    prototypes=np.asarray(model.prototypes_), logits=model.logits, temperature=model.temperature,
-                )
-            else:
-                self._transform = lambda X: model.transform(X)[:, -len(classes):]
+            # The model keeps its ONNX Runtime sessions between calls (built at the first).
+            self._transform = lambda X: model.transform(X)[:, -len(classes):]
         else:
             raise ValueError(f"{META_FILE}: unknown engine {engine!r} (expected 'torch' or 'onnx')")
         self.classes = classes

@@ -25,6 +25,7 @@ def local_ray():
 
 
 def _scorer(module, **kw):
+    kw.setdefault("engine", "torch")  # forward hooks and pass counts see the torch module
     kw.setdefault("mask_ratios", [0, 0.3, 0.6])
     return DLCScorer(module, device="cpu", verbose=False, batch_size=16, **kw)
 
@@ -118,3 +119,28 @@ def test_cli_prune_backend_ray(tiny_cnn, tmp_path):
         [float(r["score"]) for r in rows["ray"]], [float(r["score"]) for r in rows["local"]], rtol=1e-5
     )
     assert [r["kept"] for r in rows["ray"]] == [r["kept"] for r in rows["local"]]
+
+
+def test_ray_backend_object_path_without_zero(tiny_cnn, blob_images):
+    # The driver's off-path unmasked pass (embedding, unmasked prototypes) on Ray too.
+    from skdlc._distributed import RayBackend
+
+    X, y = blob_images
+    kw = dict(mask_ratios=[0.3, 0.6], prototypes="unmasked", embedding=True, logits="cosine")
+    local = _scorer(tiny_cnn, **kw)
+    dist = _scorer(tiny_cnn, backend=RayBackend(num_gpus=0), **kw)
+    np.testing.assert_allclose(dist.fit_transform(X, y), local.fit_transform(X, y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dist.prototypes_, local.prototypes_, rtol=1e-5, atol=1e-6)
+    assert dist.mask_ratios_ == (0.3, 0.6)
+
+
+def test_ray_text_grouped_by_length_comes_back_in_input_order():
+    from test_driver import _char_backbone
+
+    rng = np.random.default_rng(1)
+    texts = ["".join(rng.choice(list("abcdef"), size=int(n))) for n in rng.integers(2, 40, size=48)]
+    y = np.arange(48) % 3
+    kw = dict(mask_ratios=[0, 0.5], embedding=True)
+    local = _scorer(_char_backbone(), **kw).fit_transform(texts, y)
+    got = _scorer(_char_backbone(), backend="ray", **kw).fit_transform(texts, y)
+    np.testing.assert_allclose(got, local, rtol=1e-5, atol=1e-6)

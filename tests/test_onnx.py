@@ -16,7 +16,7 @@ ort = pytest.importorskip(
 )
 
 from skdlc import DLCScorer, OnnxDLCModel, create_backbone  # noqa: E402
-from skdlc import _onnx  # noqa: E402
+from skdlc import _onnx, _onnx_export  # noqa: E402
 from skdlc._backbones import _REGISTRY, register_backbone  # noqa: E402
 from skdlc._backbones._base import Backbone, Preprocessing  # noqa: E402
 from skdlc._cache import fingerprint_module  # noqa: E402
@@ -28,7 +28,7 @@ RTOL = 1e-4
 
 
 def _scorer(backbone, **kw):
-    kw = {"mask_ratios": RATIOS, "device": "cpu", "verbose": False, "batch_size": 16, **kw}
+    kw = {"mask_ratios": RATIOS, "device": "cpu", "verbose": False, "batch_size": 16, "engine": "torch", **kw}
     return DLCScorer(backbone, **kw)
 
 
@@ -128,7 +128,7 @@ def test_timm_exports_are_cached_on_disk_user_modules_are_not(timm_backbone, tin
     def no_trace(*a, **k):
         raise AssertionError("the cached export should have been read")
 
-    monkeypatch.setattr(_onnx, "_export", no_trace)
+    monkeypatch.setattr(_onnx_export, "_export", no_trace)
     again = _onnx._MaskedGraphs(timm_backbone.module, "t", "layer", example)
     assert again.base == first.base and again.index == first.index
 
@@ -215,7 +215,7 @@ def test_export_folder_scores_without_the_torch_model(timm_backbone, uint8_image
     def no_torch(*a, **k):
         raise AssertionError("an export folder must score without tracing a torch model")
 
-    monkeypatch.setattr(_onnx, "_export", no_torch)
+    monkeypatch.setattr(_onnx_export, "_export", no_torch)
     model = OnnxDLCModel.load(tmp_path / "e", device="cpu", batch_size=7)
     _close(model.transform(X), want_t)
     _close(model.score_samples(X, y), want_s)

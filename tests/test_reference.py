@@ -38,7 +38,7 @@ def _reference_mask(model, ratio, masking):
     return model.eval()
 
 
-def _reference_scores(model, X, y, masking, prototypes, logits):
+def _reference_scores(model, X, y, masking, prototypes, logits, temperature=0.1):
     classes = np.unique(y)
     x = torch.from_numpy(X)
     total = np.zeros(len(X))
@@ -50,7 +50,11 @@ def _reference_scores(model, X, y, masking, prototypes, logits):
             protos = np.stack([source[y == c].mean(0) for c in classes])
             for i in range(len(X)):
                 d = np.sqrt(((f[i] - protos) ** 2).sum(1))
-                z = -(d**2) if logits == "neg_sq_distance" else 1.0 / d
+                if logits == "cosine":
+                    cos = protos @ f[i] / (np.linalg.norm(protos, axis=1) * np.linalg.norm(f[i]))
+                    z = cos / temperature
+                else:
+                    z = -(d**2) if logits == "neg_sq_distance" else 1.0 / d
                 z = z - z.max()
                 logp = z - np.log(np.exp(z).sum())
                 total[i] += -logp[np.searchsorted(classes, y[i])]
@@ -59,7 +63,8 @@ def _reference_scores(model, X, y, masking, prototypes, logits):
 
 @pytest.mark.parametrize(
     "masking,prototypes,logits",
-    [("layer", "masked", "neg_sq_distance"), ("global", "unmasked", "inverse_distance")],
+    [("layer", "masked", "neg_sq_distance"), ("global", "unmasked", "inverse_distance"),
+     ("layer", "masked", "cosine")],  # the default logits, with the default temperature
 )
 def test_matches_independent_reference(tiny_cnn, blob_images, masking, prototypes, logits):
     X, y = blob_images
@@ -74,3 +79,12 @@ def test_matches_independent_reference(tiny_cnn, blob_images, masking, prototype
     # Not just the same ranking: the same numbers (both are mean losses over the path).
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
     assert scorer.mask_ratios_ == tuple(RATIOS)
+
+
+def test_cosine_logits_follow_the_temperature(tiny_cnn, blob_images):
+    X, y = blob_images
+    expected = _reference_scores(tiny_cnn, X, y, "layer", "masked", "cosine", temperature=0.5)
+    scorer = DLCScorer(backbone=tiny_cnn, mask_ratios=RATIOS, temperature=0.5, device="cpu",
+                       verbose=False, engine="torch")
+    got = scorer.fit(X, y).score_samples(X, y)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)

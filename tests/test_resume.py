@@ -21,6 +21,7 @@ RATIOS = [0, 0.3, 0.6]
 
 
 def _scorer(module, **kw):
+    kw.setdefault("engine", "torch")  # forward hooks and pass counts see the torch module
     kw.setdefault("mask_ratios", RATIOS)
     return DLCScorer(module, device="cpu", verbose=False, batch_size=16, **kw)
 

@@ -26,6 +26,7 @@ def _count_forwards(module):
 
 
 def _scorer(module, **kw):
+    kw.setdefault("engine", "torch")  # forward hooks and pass counts see the torch module
     kw.setdefault("mask_ratios", [0, 0.3, 0.6])
     return DLCScorer(module, device="cpu", verbose=False, batch_size=16, **kw)
 
@@ -175,17 +176,17 @@ def test_pipeline_gridsearch_scores_once_per_fold(tiny_cnn, blob_images, tmp_pat
     from skdlc import _engine
 
     counted = []
-    original = _engine.TorchEngine._forward
+    original = _engine.TorchEngine._run
 
-    def counting(self, x, params=None):
+    def counting(self, params, x):
         counted.append(1)
-        return original(self, x, params)
+        return original(self, params, x)
 
-    _engine.TorchEngine._forward = counting
+    _engine.TorchEngine._run = counting
     try:
         grid.fit(X, y)
     finally:
-        _engine.TorchEngine._forward = original
+        _engine.TorchEngine._run = original
     n_batches_train, n_batches_test = 1 * 2, 2  # 30 samples per half-fold, batch 16
     per_fold = 3 * (n_batches_train + n_batches_test)  # 3 variants, train fit + test transform
     assert len(counted) == 2 * per_fold, len(counted)  # 2 folds, whatever the number of gammas

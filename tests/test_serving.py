@@ -73,7 +73,8 @@ def _b64(a: np.ndarray) -> str:
 def fitted(tmp_path_factory):
     X = _images(30)
     y = CLASSES[np.arange(30) % 3]
-    scorer = DLCScorer(_tiny_backbone(), mask_ratios=[0.0, 0.3, 0.6], device="cpu", verbose=False).fit(X, y)
+    scorer = DLCScorer(_tiny_backbone(), mask_ratios=[0.0, 0.3, 0.6], device="cpu", verbose=False,
+                       engine="torch").fit(X, y)  # torch: the handler's torch path matches to 1e-9
     path = tmp_path_factory.mktemp("scorer") / "scorer.joblib"
     joblib.dump(scorer, path)
     return scorer, path
