@@ -34,6 +34,7 @@ that do not fit.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,7 @@ class ChunkedSource:
 
     def variants(self, run, desc):
         run = [float(r) for r in run]
+        self._say_resuming(run)
         for a, b in self.ranges:
             missing = [r for r in run if not self.store.has(r, a, b)]
             if not missing:
@@ -198,6 +200,14 @@ class ChunkedSource:
             self.chunks_computed += 1
         for r in run:
             yield ChunkVariant(self.store, r, self.ranges, self.order)
+
+    def _say_resuming(self, run) -> None:
+        """One line on stderr when a run picks up chunks that an earlier run left."""
+        cached = sum(self.store.has(r, a, b) for a, b in self.ranges for r in run)
+        total = len(self.ranges) * len(run)
+        if cached and getattr(self.engine, "verbose", False):
+            print(f"skdlc: resuming: {cached} of {total} chunks cached "
+                  f"({total - cached} to compute)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- manifests

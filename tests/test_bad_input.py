@@ -368,7 +368,7 @@ def test_killed_cli_run_resumes(tmp_path):
     script.write_text(_RUNNER.format(tests=str(ROOT / "tests")))
     cache = tmp_path / "cache"
     args = ["prune", data, "--keep", "0.5", "--backbone", "slow", "--mask-ratios", "0,0.3,0.6",
-            "--batch-size", "4", "--num-workers", "0", "--device", "cpu",
+            "--engine", "torch", "--batch-size", "4", "--num-workers", "0", "--device", "cpu",
             "--cache", cache, "--out", tmp_path / "out", "--quiet"]
     n_batches = 48 // 4 * 3  # 12 batches under each of 3 variants
     c1 = tmp_path / "count1"
@@ -384,7 +384,7 @@ def test_killed_cli_run_resumes(tmp_path):
     assert not (tmp_path / "out").exists()
 
     c2 = tmp_path / "count2"
-    proc = _cli_process(script, args, c2, sleep=0)
+    proc = _cli_process(script, [a for a in args if a != "--quiet"], c2, sleep=0)  # notes shown
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     m = [ln for ln in stderr.splitlines() if "resuming:" in ln]
@@ -397,7 +397,7 @@ def test_killed_cli_run_resumes(tmp_path):
 
     # and the scores are those of an uninterrupted run without a cache (same weights)
     assert main([str(a) for a in ["prune", data, "--keep", "0.5", "--backbone", TINY,
-                                  "--mask-ratios", "0,0.3,0.6", "--batch-size", "4",
+                                  "--mask-ratios", "0,0.3,0.6", "--engine", "torch", "--batch-size", "4",
                                   "--num-workers", "0", "--device", "cpu",
                                   "--out", tmp_path / "out2", "--quiet"]]) == 0
     assert _read(tmp_path / "out" / "scores.csv") == _read(tmp_path / "out2" / "scores.csv")

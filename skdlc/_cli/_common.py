@@ -26,7 +26,6 @@ __all__ = [
     "parse_image_size",
     "check_out_dir",
     "check_out_file",
-    "chunk_progress",
     "parse_gamma",
     "parse_mask_ratios",
     "parse_fractions",
@@ -294,35 +293,6 @@ def embed(scorer, X, *, batch_size: int | None = None) -> np.ndarray:
     for _, feats in engine.features(batches, [0.0], desc="embedding", decodes=decodes_files(X)):
         return feats
     raise RuntimeError("no features computed")  # pragma: no cover
-
-
-def chunk_progress(scorer, X) -> tuple[int, int] | None:
-    """(chunks cached, chunks in all) of scoring X with ``scorer``'s cache folder.
-
-    A chunk is one row range under one masked variant: a file of the chunk store. None
-    when it cannot be known beforehand (no cache folder, ``mask_ratios="auto"``, data
-    without a fingerprint). Reads the store the scorer will read; computes nothing.
-    """
-    import copy
-
-    from .. import _chunks
-    from .._ratios import resolve_mask_ratios
-
-    if scorer.memory is None or isinstance(scorer.mask_ratios, str):
-        return None
-    try:
-        probe = copy.copy(scorer)  # never mutate the caller's estimator
-        probe.backbone_ = probe._load_backbone()
-        store = _chunks.chunk_store(probe, X)
-        if store is None:
-            return None
-        ranges = _chunks.chunk_ranges(len(X), probe.chunk_size, probe.batch_size)
-        ratios = list(resolve_mask_ratios(probe.mask_ratios, probe.random_state))
-        run = ratios if 0.0 in ratios or not (probe.prototypes == "unmasked" or probe.embedding) else [0.0] + ratios
-    except (AttributeError, TypeError, ValueError):  # the chunk store changed shape
-        return None
-    cached = sum(store.has(r, a, b) for a, b in ranges for r in run)
-    return cached, len(ranges) * len(run)
 
 
 def counts_by_class(labels: np.ndarray) -> dict[str, int]:

@@ -29,7 +29,6 @@ from . import CLIError
 from ._common import (
     check_images,
     check_out_dir,
-    chunk_progress,
     counts_by_class,
     fmt_score,
     parse_gamma,
@@ -100,6 +99,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="processes decoding images while the model runs (default: automatic)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="what runs the masked models: 'auto' (default) uses ONNX Runtime on the CPU "
+                        "when the backbone exports, torch otherwise; same scores")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the mask-ratio draw, the gamma search and the sampler (default: 0)")
     p.add_argument("--cache", metavar="DIR", default=None,
@@ -200,6 +202,7 @@ def run(args) -> int:
         batch_size=batch_size,
         num_workers=args.num_workers,
         device=args.device,
+        engine=args.engine,
         memory=os.path.expanduser(args.cache) if args.cache else None,
         **({"chunk_size": chunk_size} if chunk_size else {}),
         backend=args.backend,
@@ -208,11 +211,6 @@ def run(args) -> int:
         random_state=args.seed,
         verbose=verbose,
     )
-    if args.cache and args.backend == "local":
-        progress = chunk_progress(scorer, data.paths)
-        if progress is not None and progress[0] > 0:
-            print(f"skdlc prune: resuming: {progress[0]} of {progress[1]} chunks cached in "
-                  f"{args.cache}", file=sys.stderr)
     t1 = time.perf_counter()
     from .._data import ImageReadError
 
