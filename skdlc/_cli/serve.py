@@ -1,6 +1,6 @@
 """``skdlc serve``: serve DLC scoring with TorchServe (archive, start, stop).
 
-A thin layer over :mod:`skdlc._serve`: ``archive`` packs a fitted scorer (joblib file,
+A thin layer over the public :mod:`skdlc.serving`: ``archive`` packs a fitted scorer (joblib file,
 or its ONNX export) with skdlc's handler into ``<name>.mar``; ``start`` writes a
 ``config.properties`` binding every listener to 127.0.0.1 with token authorisation on,
 starts TorchServe in the background and waits until the models answer; ``stop`` stops
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import _serve
+from .. import serving
 from . import CLIError
 
 __all__ = ["add_parser"]
@@ -79,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1",
                    help="address every listener binds (default 127.0.0.1; 0.0.0.0 exposes the server)")
     for name in _PORTS:
-        default = _serve.DEFAULT_PORTS[name]
+        default = serving.DEFAULT_PORTS[name]
         s.add_argument(f"--{name.replace('_', '-')}-port", type=_port, default=default, dest=f"port_{name}",
                        metavar="PORT", help=f"{name.replace('_', ' ')} port (default {default})")
     s.add_argument("--no-token-auth", action="store_true",
@@ -102,8 +102,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _state_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", default=_serve.STATE_DIR,
-                   help=f"config, key file, unpacked models and logs (default: {_serve.STATE_DIR})")
+    p.add_argument("--state-dir", default=serving.STATE_DIR,
+                   help=f"config, key file, unpacked models and logs (default: {serving.STATE_DIR})")
 
 
 def _int(text: str, low: int, what: str) -> int:
@@ -136,12 +136,12 @@ def _archive(args) -> int:
     if args.threads:
         settings["num_threads"] = args.threads
     try:
-        mar = _serve.build_archive(
+        mar = serving.build_archive(
             args.scorer, args.out, model_name=args.name, engine=args.engine, version=args.version,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay, workers=args.workers,
             response_timeout=args.response_timeout, handler_settings=settings, force=args.force,
         )
-    except _serve.ServeError as exc:
+    except serving.ServeError as exc:
         raise CLIError(str(exc)) from None
     print(mar)
     return 0
@@ -150,11 +150,11 @@ def _archive(args) -> int:
 def _start(args) -> int:
     ports = {name: getattr(args, f"port_{name}") for name in _PORTS}
     try:
-        server = _serve.start_server(
+        server = serving.start_server(
             args.model_store, models=args.models, state_dir=args.state_dir, address=args.address,
             ports=ports, token_auth=not args.no_token_auth, timeout=args.timeout,
         )
-    except _serve.ServeError as exc:
+    except serving.ServeError as exc:
         raise CLIError(str(exc)) from None
     info = {
         "inference": server.url("inference"),
@@ -171,7 +171,7 @@ def _start(args) -> int:
 
 
 def _stop(args) -> int:
-    if _serve.stop_server(args.state_dir, timeout=args.timeout):
+    if serving.stop_server(args.state_dir, timeout=args.timeout):
         print(f"stopped the TorchServe of {args.state_dir}")
     else:
         print(f"no TorchServe running from {args.state_dir}")
@@ -179,7 +179,7 @@ def _stop(args) -> int:
 
 
 def _token(args) -> int:
-    key = _serve.read_token(args.state_dir, args.kind)
+    key = serving.read_token(args.state_dir, args.kind)
     if key is None:
         raise CLIError(f"no {args.kind} key in {args.state_dir}/key_file.json: is the server running "
                        "with token authorisation?")
