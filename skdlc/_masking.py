@@ -161,6 +161,7 @@ class MaskPlan:
         self.tensors = [t for _, t in named]
         self.masking = masking
         self._cuts: dict[float, list[_Cut]] = {}
+        self._active = False  # the weights are masked in place right now
         self._versions = self._current_versions()
         self.prepare(ratios)
 
@@ -260,8 +261,14 @@ class MaskPlan:
             mask[torch.nonzero(a == tau).flatten()[: cut.ties]] = True
         return mask
 
+    def _check_unmasked(self) -> None:
+        if self._active:  # the weights hold zeros now: masks would be computed from them
+            raise RuntimeError("this MaskPlan's weights are masked in place (inside applied()); "
+                               "leave that block first")
+
     def masks(self, ratio: float) -> list[torch.Tensor]:
         """Flat boolean masks (True = zero this entry), one per tensor, at ``ratio``."""
+        self._check_unmasked()
         self._check_fresh()
         cuts = self.prepare([ratio])._cuts[float(ratio)]
         with _one_thread(), torch.no_grad():
@@ -277,9 +284,11 @@ class MaskPlan:
         if float(ratio) == 0.0:
             yield
             return
+        self._check_unmasked()
         self._check_fresh()
         cuts = self.prepare([ratio])._cuts[float(ratio)]
         removed: list[_Removed] = []
+        self._active = True
         try:
             with _one_thread(), torch.no_grad():
                 # Boolean indexing works in logical order, so this is right for any memory
@@ -293,6 +302,7 @@ class MaskPlan:
             with _one_thread(), torch.no_grad():
                 for r in removed:
                     r.param.data[r.mask] = r.values.to(r.param.device)
+            self._active = False
 
     def state(self, ratio: float) -> dict[str, torch.Tensor]:
         """Masked copies of the tensors by name (``{}`` at ratio 0), for
