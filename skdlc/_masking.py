@@ -295,7 +295,8 @@ class MaskPlan:
                 # format (channels_last weights are not viewable as a flat vector).
                 for p, c in zip(self.tensors, cuts):
                     m = self._mask(p, c).view(p.shape)
-                    removed.append(_Removed(p, m, p.data[m].to("cpu", copy=True)))
+                    values = p.data[m]  # a new tensor already: copy only off the host
+                    removed.append(_Removed(p, m, values if values.device.type == "cpu" else values.cpu()))
                     p.data.masked_fill_(m, 0)
             yield
         finally:
