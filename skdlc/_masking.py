@@ -101,11 +101,14 @@ class _Cut:
     """Where one tensor is cut at one ratio.
 
     The entries below ``tau`` are zeroed, and the first ``ties`` entries equal to it
-    (by position). ``tau`` is None when nothing or everything goes (``ties`` = 0 / -1).
+    (by position); ``all_ties`` when those are all the entries equal to it (the usual
+    case with continuous weights: then ``|w| <= tau`` is the mask, one pass). ``tau``
+    is None when nothing or everything goes (``ties`` = 0 / -1).
     """
 
     tau: float | None
     ties: int
+    all_ties: bool = False
 
 
 _NOTHING, _EVERYTHING = _Cut(None, 0), _Cut(None, -1)
@@ -216,8 +219,10 @@ class MaskPlan:
         inner = [k for k in ks if 0 < k < n]
         found = {}
         if inner:
-            _, taus, below = cls._kth_smallest(_host_abs(t), inner)
-            found = {k: _Cut(tau, k - b) for k, tau, b in zip(inner, taus, below)}
+            part, taus, below = cls._kth_smallest(_host_abs(t), inner)
+            # entries equal to tau: between ``below`` and k - 1 on the left, any on the right
+            found = {k: _Cut(tau, k - b, k - b == int(np.count_nonzero(part == tau)))
+                     for k, tau, b in zip(inner, taus, below)}
         return [_NOTHING if k <= 0 else _EVERYTHING if k >= n else found[k] for k in ks]
 
     def _global_cuts(self, ratios: list[float]) -> list[list[_Cut]]:
@@ -243,10 +248,10 @@ class MaskPlan:
             cuts = []
             for j in range(len(sizes)):
                 seg = flat[bounds[j] : bounds[j + 1]]
-                eq = int(np.count_nonzero(seg == tau)) if need > 0 else 0
+                eq = int(np.count_nonzero(seg == tau))
                 take = min(need, eq)
                 need -= take
-                cuts.append(_Cut(tau, take))
+                cuts.append(_Cut(tau, take, take == eq))
             out.append(cuts)
         return out
 
@@ -270,6 +275,8 @@ class MaskPlan:
         # page faults (about a third of the masking time of a 135M-weight LLM).
         a = torch.abs(a, out=self._scratch(n, a.dtype, a.device))
         tau = torch.tensor(cut.tau, dtype=a.dtype, device=a.device)
+        if cut.all_ties:
+            return a <= tau
         mask = a < tau
         if cut.ties > 0:
             mask[torch.nonzero(a == tau).flatten()[: cut.ties]] = True
@@ -308,15 +315,19 @@ class MaskPlan:
                 # Boolean indexing works in logical order, so this is right for any memory
                 # format (channels_last weights are not viewable as a flat vector).
                 for p, c in zip(self.tensors, cuts):
-                    m = self._mask(p, c).view(p.shape)
-                    values = p.data[m]  # a new tensor already: copy only off the host
-                    removed.append(_Removed(p, m, values if values.device.type == "cpu" else values.cpu()))
-                    p.data.masked_fill_(m, 0)
+                    m = self._mask(p, c)
+                    if p.is_contiguous():  # by position: one nonzero, then k-sized passes
+                        target, where = p.data.view(-1), m.nonzero().squeeze(1)
+                    else:
+                        target, where = p.data, m.view(p.shape)
+                    values = target[where]  # a new tensor already: copy only off the host
+                    removed.append(_Removed(target, where, values if values.device.type == "cpu" else values.cpu()))
+                    target[where] = 0
             yield
         finally:
             with _one_thread(), torch.no_grad():
                 for r in removed:
-                    r.param.data[r.mask] = r.values.to(r.param.device)
+                    r.param[r.mask] = r.values.to(r.param.device)
             self._active = False
 
     def state(self, ratio: float) -> dict[str, torch.Tensor]:
@@ -353,8 +364,8 @@ def compute_masks(
 
 @dataclass
 class _Removed:
-    param: torch.Tensor
-    mask: torch.Tensor  # bool, shaped like param: the zeroed entries
+    param: torch.Tensor  # the weights' data (flat view when contiguous), not autograd-tracked
+    mask: torch.Tensor  # the zeroed entries: flat positions, or a bool mask shaped like param
     values: torch.Tensor  # their original values, kept on the host
 
 
