@@ -634,7 +634,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         if not named:
             raise ValueError("the model has no weight tensors to mask")
         self._targets = ParameterView(named)
-        self._plan = None  # built on first scoring, kept for later calls
+        # The thresholds of every ratio of the path, from one pass over the weights,
+        # once per loaded model: each scoring call then only applies them.
+        self._plan = MaskPlan(named, self.masking, self.mask_ratios_)
         self.masked_parameter_names_ = [n for n, _ in named]
         self.n_masked_weights_ = int(sum(p.numel() for _, p in named))
         self.device_ = device
@@ -650,7 +652,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         return 0
 
     def _mask_plan(self) -> MaskPlan:
-        """The masks of this model's path, computed once and kept between calls."""
+        """The masks of this model's path, computed once (in ``fit``) and kept."""
         plan = getattr(self, "_plan", None)
         if plan is None or plan.masking != self.masking:
             plan = self._plan = MaskPlan(
