@@ -106,8 +106,9 @@ def instrument(parts: Parts):
     targets = [
         (_data.Batches, "__getitem__", "decode"),
         (_onnx, "_export", "onnx export (trace)"),
-        (_onnx, "compute_masks", "masks"),
-        (_masking, "compute_masks", "masks"),
+        # the thresholds of a path (one pass over the weights) and each ratio's masks
+        (_masking.MaskPlan, "prepare", "masks"),
+        (_masking.MaskPlan, "_mask", "masks"),
         (_onnx.OnnxEngine, "_session", "onnx session build (incl. masks)"),
         (_onnx.OnnxEngine, "_run", "forward"),
         (_engine.TorchEngine, "_forward", "forward"),

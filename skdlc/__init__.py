@@ -5,15 +5,32 @@ backbone (no training); :class:`FlexRandSampler` keeps a subset drawn from an ea
 hard interval. Both are scikit-learn / imbalanced-learn estimators.
 """
 
-from ._backbones import create_backbone, list_backbones, register_backbone
-from ._backbones._base import Backbone, Preprocessing
-from ._sampler import FlexRandSampler
-from ._scorer import DLCScorer
-from ._instruction import InstructionScorer
-from ._onnx import OnnxDLCModel  # scores from an ONNX export folder, no torch backbone
-from .tuning import tune_gamma
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public names and the private module each lives in. They are imported on first use
+# (PEP 562), so ``import skdlc`` and ``skdlc --help`` do not pay for torch, scikit-learn,
+# SciPy or ONNX Runtime (seconds) before anything needs them.
+_LAZY = {
+    "DLCScorer": "._scorer",
+    "FlexRandSampler": "._sampler",
+    "OnnxDLCModel": "._onnx",  # scores from an ONNX export folder, no torch backbone
+    "InstructionScorer": "._instruction",
+    "tune_gamma": ".tuning",
+    "Backbone": "._backbones._base",
+    "Preprocessing": "._backbones._base",
+    "create_backbone": "._backbones",
+    "list_backbones": "._backbones",
+    "register_backbone": "._backbones",
+}
+# Public submodules, reachable as attributes (``skdlc.datasets.load_mnist``) without
+# their own import statement, as they were when the package imported everything.
+_SUBMODULES = ("baselines", "datasets", "report", "tuning")
 
 __all__ = [
     "DLCScorer",
@@ -28,3 +45,33 @@ __all__ = [
     "register_backbone",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+    if name in _SUBMODULES:
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:  # a submodule this build does not have
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    present = {m for m in _SUBMODULES if importlib.util.find_spec(f".{m}", __name__) is not None}
+    return sorted(set(globals()) | set(__all__) | present)
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import baselines, datasets, tuning  # noqa: F401
+    from ._backbones import create_backbone, list_backbones, register_backbone
+    from ._backbones._base import Backbone, Preprocessing
+    from ._instruction import InstructionScorer
+    from ._onnx import OnnxDLCModel
+    from ._sampler import FlexRandSampler
+    from ._scorer import DLCScorer
+    from .tuning import tune_gamma

@@ -49,7 +49,7 @@ from ._llm import (
     lm_target_parameters,
     load_causal_lm,
 )
-from ._masking import MASKING_MODES, masked
+from ._masking import MASKING_MODES, MaskPlan
 from ._ratios import resolve_mask_ratios
 from ._selection import STRATEGIES, n_to_keep, select
 
@@ -279,12 +279,15 @@ def response_losses(
     pad_id: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    plan: MaskPlan | None = None,
 ) -> np.ndarray:
     """Per-ratio mean response cross-entropy, shape ``(n_examples, len(ratios))``.
 
     For each ratio the weights in ``targets`` (default: every ``ndim >= 2`` weight of
     ``model``) are masked in place, smallest ``|w|`` first, every batch is run, and the
-    weights are restored bit for bit before the next ratio.
+    weights are restored bit for bit before the next ratio. The thresholds of all
+    ratios come from one pass over the weights (a :class:`~skdlc._masking.MaskPlan`;
+    pass ``plan`` to reuse one across calls, it then replaces ``targets``/``masking``).
     """
     n = len(encoded.ids)
     out = np.zeros((n, len(ratios)), dtype=np.float64)
@@ -293,7 +296,9 @@ def response_losses(
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    targets = model if targets is None else targets
+    if plan is None:
+        plan = MaskPlan(model if targets is None else targets, masking)
+    plan.prepare(ratios)  # every ratio's thresholds in one pass over the weights
     keep_kw = _logits_keep_kwarg(model)
     batches = _batches(encoded.lengths, batch_size)
     was_training = model.training
@@ -304,7 +309,7 @@ def response_losses(
         with torch.inference_mode():
             for t, ratio in enumerate(ratios):
                 bar.set_postfix(ratio=f"{ratio:.2f}")
-                with masked(targets, float(ratio), masking):
+                with plan.applied(float(ratio)):
                     for idx in batches:
                         loss = _batch_response_losses(
                             model, [encoded.ids[i] for i in idx],
@@ -505,6 +510,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         if not named:
             raise ValueError("the model has no weight tensors to mask")
         self._targets = ParameterView(named)
+        # The thresholds of every ratio of the path, from one pass over the weights,
+        # once per loaded model: each scoring call then only applies them.
+        self._plan = MaskPlan(named, self.masking, self.mask_ratios_)
         self.masked_parameter_names_ = [n for n, _ in named]
         self.n_masked_weights_ = int(sum(p.numel() for _, p in named))
         self.device_ = device
@@ -518,6 +526,14 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
             if v is not None:
                 return int(v)
         return 0
+
+    def _mask_plan(self) -> MaskPlan:
+        """The masks of this model's path, computed once (in ``fit``) and kept."""
+        plan = getattr(self, "_plan", None)
+        if plan is None or plan.masking != self.masking:
+            plan = self._plan = MaskPlan(
+                list(zip(self._targets.names, self._targets.parameters())), self.masking)
+        return plan
 
     def _triples(self, X: Any) -> list[tuple[str, str, str]]:
         return extract_fields(as_records(X), self.instruction_field, self.input_field,
@@ -583,7 +599,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
             return response_losses(
                 self.model_, enc, rs, targets=self._targets, masking=self.masking,
                 batch_size=self.batch_size, pad_id=self._pad_id(), device=self.device_,
-                progress=bool(self.verbose),
+                progress=bool(self.verbose), plan=self._mask_plan(),
             )
 
         memory = check_memory(self.memory)
@@ -622,6 +638,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_targets", None)
+        state.pop("_plan", None)
         return state
 
     def __setstate__(self, state):

@@ -17,7 +17,6 @@ import json
 import time
 
 import numpy as np
-from scipy.stats import spearmanr
 
 __all__ = ["add_parser", "run"]
 
@@ -93,6 +92,8 @@ def _load(args):
 
 
 def run(args) -> int:
+    from scipy.stats import spearmanr
+
     from .. import DLCScorer
     from ..baselines import SOptScorer, class_spearman
 
