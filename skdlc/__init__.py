@@ -21,6 +21,8 @@ _LAZY = {
     "FlexRandSampler": "._sampler",
     "OnnxDLCModel": "._onnx",  # scores from an ONNX export folder, no torch backbone
     "InstructionScorer": "._instruction",
+    "select_instructions": "._instruction",
+    "RayBackend": "._distributed",  # backend=RayBackend(address=..., num_gpus=...)
     "tune_gamma": ".tuning",
     "Backbone": "._backbones._base",
     "Preprocessing": "._backbones._base",
@@ -30,13 +32,15 @@ _LAZY = {
 }
 # Public submodules, reachable as attributes (``skdlc.datasets.load_mnist``) without
 # their own import statement, as they were when the package imported everything.
-_SUBMODULES = ("baselines", "datasets", "report", "tuning")
+_SUBMODULES = ("baselines", "datasets", "report", "serving", "tuning")
 
 __all__ = [
     "DLCScorer",
     "FlexRandSampler",
     "OnnxDLCModel",
     "InstructionScorer",
+    "select_instructions",
+    "RayBackend",
     "tune_gamma",
     "Backbone",
     "Preprocessing",
@@ -67,10 +71,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from . import baselines, datasets, tuning  # noqa: F401
+    from . import baselines, datasets, report, serving, tuning  # noqa: F401
     from ._backbones import create_backbone, list_backbones, register_backbone
     from ._backbones._base import Backbone, Preprocessing
-    from ._instruction import InstructionScorer
+    from ._distributed import RayBackend
+    from ._instruction import InstructionScorer, select_instructions
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler
     from ._scorer import DLCScorer

@@ -682,7 +682,7 @@ def select_instructions(
     Examples
     --------
     >>> import numpy as np
-    >>> from skdlc._instruction import select_instructions
+    >>> from skdlc import select_instructions
     >>> scores = np.array([0.5, 2.0, 1.0, 3.0, 0.1, 1.5])
     >>> select_instructions(scores, 0.5, strategy="easy")
     array([0, 2, 4])

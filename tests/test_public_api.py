@@ -26,10 +26,7 @@ PUBLIC_MODULES = ["skdlc", "skdlc.datasets", "skdlc.serving", "skdlc.tuning", "s
 # Public names the docs use that skdlc/__init__.py does not export yet (that file belongs to
 # another branch). Each is an expected failure until it is exported; strict, so the entry
 # must be removed then.
-NOT_YET_EXPORTED = {
-    "skdlc.RayBackend": "add `from ._distributed import RayBackend` to skdlc/__init__.py",
-    "skdlc.select_instructions": "add `from ._instruction import select_instructions` to skdlc/__init__.py",
-}
+NOT_YET_EXPORTED: dict[str, str] = {}
 # Public objects whose docstrings still name a private module, in files of other branches.
 DOCSTRINGS_TO_FIX = {
     "skdlc.FlexRandSampler": "skdlc/_sampler.py names skdlc._selection.select",
