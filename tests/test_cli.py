@@ -152,7 +152,8 @@ def test_prune_same_result_from_folder_and_manifest(folder, tmp_path):
 
 def test_prune_gamma_auto(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _prune(folder, out, "--keep", "0.5", "--gamma", "auto", "--tune-repeats", "1") == 0
+    assert _prune(folder, out, "--keep", "0.5", "--strategy", "flexrand", "--gamma", "auto",
+                  "--tune-repeats", "1") == 0
     summary = json.loads((out / "summary.json").read_text())
     search = summary["gamma_search"]
     assert summary["gamma_source"] == "auto"

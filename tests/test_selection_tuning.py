@@ -191,3 +191,37 @@ def test_tune_gamma_tie_break_is_symmetric_and_warns_small():
                          estimator=DummyClassifier(strategy="constant", constant=0))
     assert res.mean_accuracy[0] == res.mean_accuracy[1]
     assert res.best_gamma == 0.05
+
+
+# ------------------------------------------------------------------ CLI default
+def test_prune_default_flags_run_cross_validated_selection(tmp_path, capsys):
+    import json
+    import warnings as _w
+
+    from tests.test_cli import tiny_backbones, _images, _prune  # the tiny test backbone
+
+    gen = tiny_backbones.__wrapped__()
+    next(gen)
+    try:
+        _prune_default(tmp_path, capsys, _images, _prune, json, _w)
+    finally:
+        next(gen, None)
+
+
+def _prune_default(tmp_path, capsys, _images, _prune, json, _w):
+    from skdlc.datasets import make_image_folder
+
+    X, y = _images()
+    data = make_image_folder(tmp_path / "data", X, y, class_names=["cat", "dog", "emu"])
+    out = tmp_path / "out"
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")  # 36 images: the tiny-fold warning is expected
+        assert _prune(data, out, "--keep", "0.5") == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["selection"]["rule"].startswith("simplest candidate")
+    chosen = [r for r in s["selection"]["table"] if r["chosen"]]
+    assert len(chosen) == 1 and s["strategy"] == chosen[0]["strategy"]
+    assert s["n_kept"] == 18
+    assert "selection " in capsys.readouterr().out
+    # a fixed gamma with the automatic strategy is refused, naming the options
+    assert _prune(data, tmp_path / "o2", "--keep", "0.5", "--gamma", "0.3") != 0
