@@ -60,6 +60,7 @@ from skdlc.tuning import tune_gamma, tune_selection  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 RAW = RESULTS / "raw"
 KEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_NAME = "Default (CV selection)"
 CUMULATIVE = tuple([0.0] + [round(1 - 0.98**k, 4) for k in (10, 20, 30, 40, 50)])
 
 
@@ -350,6 +351,46 @@ def part_paths(data: Cached, seeds, keeps, log) -> dict:
     return res
 
 
+def build_methods(data: Cached, yp: np.ndarray, seed: int, default_path: str) -> dict:
+    """name -> (fn(keep) -> (kept pool rows, info), scoring seconds)."""
+    paths = paths_for(data, yp, seed)
+    methods = {}
+    t_sc = {}
+    for pname in ("paper", default_path):
+        masking, ratios, cal = paths[pname]
+        t0 = time.perf_counter()
+        s = own(dlc_losses(data, masking, ratios, data.pool, yp), yp)
+        t_sc[pname] = (s, time.perf_counter() - t0
+                       + path_time(data, masking, ratios, cal, len(data.pool)))
+    Zp = data.Z[data.pool]
+    sp, tp = t_sc["paper"]
+    sd, td = t_sc[default_path]
+    methods["Random"] = (lambda k: (FlexRandSampler(k, strategy="random", random_state=seed)
+                                    .fit(sp[:, None], yp).sample_indices_, {}), 0.0)
+    methods["DLC+FlexRand (paper)"] = (lambda k: paper_flexrand(sp, yp, Zp, k, seed), tp)
+    methods[f"DLC+FlexRand ({default_path} path)"] = (
+        lambda k: paper_flexrand(sd, yp, Zp, k, seed), td)
+    # the probe space is the embedding's PCA, which tune_selection would compute itself
+    methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Zp, k, seed), td)
+    for name, (s, strategy, t) in baseline_scores(data, yp, seed).items():
+        methods[name] = ((lambda s=s, strategy=strategy: lambda k: (
+            FlexRandSampler(k, strategy=strategy, random_state=seed)
+            .fit(s[:, None], yp).sample_indices_, {}))(), t)
+    return methods
+
+
+def selections(data: Cached, yp, seed, keeps, names, default_path="calibrated") -> dict:
+    """(method, keep) -> kept pool rows, for the methods named (used by selection_gpu.py)."""
+    methods = build_methods(data, yp, seed, default_path)
+    return {(n, k): methods[n][0](k)[0] for n in names for k in keeps}
+
+
+def load_images(dataset: str):
+    from _selection_features import load
+
+    return load(dataset)
+
+
 def part_matrix(data: Cached, seeds, keeps, noises, default_path, ft: FineTune | None,
                 ft_keeps, ft_methods, log) -> dict:
     res = {"dataset": data.name, "n_pool": int(len(data.pool)), "n_test": int(len(data.test)),
@@ -358,29 +399,7 @@ def part_matrix(data: Cached, seeds, keeps, noises, default_path, ft: FineTune |
     for noise in noises:
         for seed in seeds:
             yp, flip = noisy_labels(y0, data.K, noise, seed)
-            paths = paths_for(data, yp, seed)
-            methods = {}  # name -> fn(keep) -> kept
-            t_sc = {}
-            for pname in ("paper", default_path):
-                masking, ratios, cal = paths[pname]
-                t0 = time.perf_counter()
-                s = own(dlc_losses(data, masking, ratios, data.pool, yp), yp)
-                t_sc[pname] = (s, time.perf_counter() - t0
-                               + path_time(data, masking, ratios, cal, len(data.pool)))
-            Zp = data.Z[data.pool]
-            sp, tp = t_sc["paper"]
-            sd, td = t_sc[default_path]
-            methods["Random"] = (lambda k: (FlexRandSampler(k, strategy="random", random_state=seed)
-                                            .fit(sp[:, None], yp).sample_indices_, {}), 0.0)
-            methods["DLC+FlexRand (paper)"] = (lambda k: paper_flexrand(sp, yp, Zp, k, seed), tp)
-            methods[f"DLC+FlexRand ({default_path} path)"] = (
-                lambda k: paper_flexrand(sd, yp, Zp, k, seed), td)
-            # the probe space is the embedding's PCA, which tune_selection would compute
-            methods["Default (CV selection)"] = (lambda k: cv_default(sd, yp, Zp, k, seed), td)
-            for name, (s, strategy, t) in baseline_scores(data, yp, seed).items():
-                methods[name] = ((lambda s=s, strategy=strategy: lambda k: (
-                    FlexRandSampler(k, strategy=strategy, random_state=seed)
-                    .fit(s[:, None], yp).sample_indices_, {}))(), t)
+            methods = build_methods(data, yp, seed, default_path)
             for name, (fn, t_score) in methods.items():
                 for keep in keeps:
                     t0 = time.perf_counter()
@@ -415,7 +434,7 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-keep", nargs="+", type=float, default=[0.1, 0.3, 0.5])
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--finetune-methods", nargs="+",
-                   default=["Random", "DLC+FlexRand (paper)", "Default (CV selection)", "Herding"])
+                   default=["Random", "DLC+FlexRand (paper)", DEFAULT_NAME, "Herding"])
     a = p.parse_args(argv)
     RAW.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
