@@ -223,5 +223,7 @@ def _prune_default(tmp_path, capsys, _images, _prune, json, _w):
     assert len(chosen) == 1 and s["strategy"] == chosen[0]["strategy"]
     assert s["n_kept"] == 18
     assert "selection " in capsys.readouterr().out
-    # a fixed gamma with the automatic strategy is refused, naming the options
-    assert _prune(data, tmp_path / "o2", "--keep", "0.5", "--gamma", "0.3") != 0
+    # a fixed gamma with the automatic strategy means the paper's sampler at that gamma
+    assert _prune(data, tmp_path / "o2", "--keep", "0.5", "--gamma", "0.3") == 0
+    s2 = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert s2["strategy"] == "flexrand" and s2["gamma"] == 0.3 and s2["selection"] is None

@@ -83,7 +83,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="how each class's subset is chosen from its scores; 'auto': 5-fold "
                         "cross-validation on the data picks the simplest of random, random without "
                         "the hardest tail, flexrand, flexible, easy within one standard error of "
-                        "the best (skdlc.tuning.tune_selection) (default: auto)")
+                        "the best (skdlc.tuning.tune_selection); with a numeric --gamma, 'auto' "
+                        "means flexrand (default: auto)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
                         "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
@@ -140,7 +141,7 @@ def run(args) -> int:
     mask_ratios = parse_mask_ratios(args.mask_ratios)
     tune_repeats = parse_positive_int(args.tune_repeats, "--tune-repeats")
     if args.strategy == "auto" and gamma != "auto":
-        raise CLIError("--strategy auto chooses gamma too; leave --gamma at 'auto' or name a strategy")
+        args.strategy = "flexrand"  # a fixed gamma means the paper's sampler at that gamma
     if gamma == "auto" and args.strategy not in ("flexrand", "flexible", "auto"):
         raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
                        f"strategy {args.strategy!r} does not use gamma")
