@@ -25,8 +25,16 @@ GLOBAL = [round(1 - 0.98**k, 4) for k in (10, 20, 30, 40, 50)] + [0.8, 0.9]
 IMAGE_SIZE = 64
 
 
+TEXT_SETS = {"multiemo": 500, "question_typing": 160}  # texts per class (about 2,000 each)
+
+
 def load(dataset: str):
     from skdlc import datasets
+
+    if dataset in TEXT_SETS:
+        from skdlc._text_data import load_text_classification
+
+        return load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
 
     if dataset == "cifar10":
         return datasets.load_cifar10(return_X_y=True)
@@ -55,16 +63,27 @@ def extract(dataset: str, masking: str, ratios) -> None:
     out = CACHE / dataset
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "y.npy", np.asarray(y))
-    bb = backbone()
-    batches = make_batches(X, bb, 256)
+    text = dataset in TEXT_SETS
+    if text:  # MiniLM, torch engine (ONNX Runtime runs image backbones only)
+        from skdlc._backbones import create_backbone
+        import torch
+
+        from skdlc._engine import TorchEngine
+
+        bb = create_backbone("all-MiniLM-L6-v2")
+    else:
+        bb = backbone()
+    batches = make_batches(X, bb, 64 if text else 256)
     for r in ratios:
         # ratio 0 is the same unmasked model for both maskings: stored once, as "layer"
         path = feature_path(dataset, "layer" if r == 0 else masking, r)
         if path.exists():
             continue
-        engine = OnnxEngine.from_backbone(bb, masking=masking, keep_variants=False, num_workers=0)
+        engine = (TorchEngine(bb, masking=masking, device=torch.device("cpu"), keep_variants=False, num_workers=0)
+                  if text else
+                  OnnxEngine.from_backbone(bb, masking=masking, keep_variants=False, num_workers=0))
         t0 = time.perf_counter()
-        for _, f in engine.features(batches, [r], desc=f"{dataset} {masking} {r}", decodes=False):
+        for _, f in engine.features(batches, [r], desc=f"{dataset} {masking} {r}", decodes=text):
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, f.astype(np.float32))
             tmp.rename(path)
@@ -104,10 +123,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", required=True)
     p.add_argument("--what", default="layer,global,ft")
+    p.add_argument("--ratios", nargs="+", type=float, default=None,
+                   help="layer ratios to extract (default: all of LAYER); text sets: the paper draw")
     a = p.parse_args(argv)
     what = a.what.split(",")
     if "layer" in what:
-        extract(a.dataset, "layer", LAYER)
+        extract(a.dataset, "layer", a.ratios or LAYER)
     if "global" in what:
         extract(a.dataset, "global", GLOBAL)
     if "ft" in what:
