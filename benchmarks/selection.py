@@ -493,6 +493,7 @@ def main(argv=None) -> None:
             [x for x in (argv or sys.argv[1:]) if x not in a.datasets or x == ds])
         path = RAW / f"selection_{a.part}_{ds}.json"
         path.write_text(json.dumps(out, indent=1))
+        (RAW / f"selection_matrix_{ds}.partial.json").unlink(missing_ok=True)
         log(f"wrote {path}")
 
 
