@@ -10,9 +10,42 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["PAPER_GRID", "resolve_mask_ratios", "auto_ratio_order"]
+__all__ = ["PAPER_GRID", "CUMULATIVE_STEPS", "cumulative_ratios", "resolve_mask_ratios",
+           "auto_ratio_order"]
 
 PAPER_GRID: tuple[float, ...] = tuple(round(0.02 * i, 2) for i in range(50))
+
+#: Masked models of the cumulative schedule that ``mask_ratios="cumulative"`` runs. The
+#: official code prunes 2% of the remaining weights 50 times (sparsity 1 - 0.98**k,
+#: k = 1..50) and averages all 50 models; skdlc takes every 10th step (k = 10, ..., 50,
+#: sparsity 18% to 64%) plus the unmasked model: the same range at the paper's |T| = 5
+#: saturation point, 6 passes instead of 50.
+CUMULATIVE_STEPS = 5
+
+
+def cumulative_ratios(n_steps: int = CUMULATIVE_STEPS, n_total: int = 50) -> tuple[float, ...]:
+    """The official code's cumulative schedule: 0 plus ``1 - 0.98**k`` at ``n_steps`` even k.
+
+    Parameters
+    ----------
+    n_steps : int, default=5
+        Masked models taken from the ``n_total`` steps, evenly (k = n_total/n_steps, ...).
+    n_total : int, default=50
+        Steps of the official schedule (each prunes 2% of the remaining weights).
+
+    Returns
+    -------
+    tuple of float, ascending, starting with 0.0.
+
+    Examples
+    --------
+    >>> [round(r, 3) for r in cumulative_ratios(5)]
+    [0.0, 0.183, 0.332, 0.455, 0.554, 0.636]
+    """
+    if not 1 <= int(n_steps) <= int(n_total):
+        raise ValueError(f"n_steps must be in [1, {n_total}], got {n_steps}")
+    ks = [round(n_total * i / n_steps) for i in range(1, int(n_steps) + 1)]
+    return (0.0,) + tuple(1.0 - 0.98**k for k in ks)
 
 
 def resolve_mask_ratios(mask_ratios, random_state=None) -> tuple[float, ...]:
@@ -20,10 +53,13 @@ def resolve_mask_ratios(mask_ratios, random_state=None) -> tuple[float, ...]:
 
     Parameters
     ----------
-    mask_ratios : int or sequence of float
+    mask_ratios : int, "cumulative" or sequence of float
         An int ``n``: ``n`` ratios from :data:`PAPER_GRID`, always including 0, the
-        others drawn with ``random_state``. A sequence: those ratios, each in [0, 1).
-        (``"auto"`` is resolved by the scorer, which grows the path while scoring.)
+        others drawn with ``random_state``. ``"cumulative"``: the official code's
+        schedule, :func:`cumulative_ratios` (meant for ``masking="global"``, which is
+        what the official code prunes with). A sequence: those ratios, each in [0, 1).
+        (``"auto"`` and ``"calibrated"`` are resolved by the scorer, which measures
+        the backbone while scoring; see :mod:`skdlc._calibration`.)
     random_state : int, RandomState or None
 
     Returns
@@ -38,7 +74,12 @@ def resolve_mask_ratios(mask_ratios, random_state=None) -> tuple[float, ...]:
             )
         return tuple(sorted(auto_ratio_order(random_state)[:n]))
     if isinstance(mask_ratios, str):
-        raise ValueError(f"mask_ratios must be an int, a sequence or 'auto', got {mask_ratios!r}")
+        if mask_ratios == "cumulative":
+            return cumulative_ratios()
+        raise ValueError(
+            "mask_ratios must be an int, a sequence, 'auto', 'calibrated' or 'cumulative', "
+            f"got {mask_ratios!r}"
+        )
     ratios = np.asarray(list(mask_ratios), dtype=float)
     if ratios.ndim != 1 or ratios.size == 0:
         raise ValueError(f"mask_ratios must be a non-empty 1-d sequence, got {mask_ratios!r}")

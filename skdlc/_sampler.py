@@ -72,6 +72,13 @@ class FlexRandSampler(BaseSampler):
     n_bins : int, default=10
         Number of bins of the ``"bins"`` strategy, at least 1.
 
+    drop_hardest : float, default=0.0
+        Fraction, in ``[0, 1)``, of each class's hardest samples left out before the
+        strategy chooses (never so many that fewer than ``M_k`` remain). With noisy
+        labels the hardest samples are mostly mislabelled ones: ``strategy="random",
+        drop_hardest=0.2`` is random selection among the 80% easiest of each class.
+        :func:`skdlc.tuning.tune_selection` chooses it by cross-validation.
+
     random_state : int, RandomState instance or None, default=None
         Seeds the random strategies. Each class gets its own generator, spawned from
         one seed drawn from ``random_state``, so a fixed int gives the same subset on
@@ -148,17 +155,19 @@ class FlexRandSampler(BaseSampler):
         "gamma": [Interval(Real, 0, 1, closed="neither")],
         "strategy": [StrOptions(set(STRATEGIES))],
         "n_bins": [Interval(Integral, 1, None, closed="left")],
+        "drop_hardest": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
     }
 
     def __init__(
         self, keep_ratio=0.5, gamma=0.5, *, strategy="flexrand", n_bins=10,
-        random_state=None,
+        drop_hardest=0.0, random_state=None,
     ):
         self.keep_ratio = keep_ratio
         self.gamma = gamma
         self.strategy = strategy
         self.n_bins = n_bins
+        self.drop_hardest = drop_hardest
         self.random_state = random_state
 
     @property
@@ -242,6 +251,7 @@ class FlexRandSampler(BaseSampler):
             picked = select(
                 scores[rows], m, self.strategy, self.gamma,
                 np.random.default_rng(class_seeds[k]), n_bins=self.n_bins,
+                drop_hardest=self.drop_hardest,
             )
             kept.append(rows[picked])
             n_kept[label] = m

@@ -47,6 +47,7 @@ __all__ = [
     "select_hard",
     "select_flexible",
     "select_bins",
+    "drop_hardest_tail",
 ]
 
 #: Names accepted by :func:`select`, default first.
@@ -187,6 +188,26 @@ def _check_inputs(scores, n_keep):
 
 def _done(indices):
     return np.sort(np.asarray(indices, dtype=np.intp))
+
+
+def drop_hardest_tail(scores, n_keep, drop_hardest):
+    """Indices (sorted) of the samples left after removing the hardest tail.
+
+    Removes the ``min(round_half_up(drop_hardest * N), N - n_keep)`` highest-ranked
+    samples, so at least ``n_keep`` remain.
+
+    Examples
+    --------
+    >>> drop_hardest_tail(np.array([0.9, 0.1, 0.5, 0.3]), 2, 0.25)
+    array([1, 2, 3])
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    if (not isinstance(drop_hardest, Real) or isinstance(drop_hardest, bool)
+            or not 0.0 <= float(drop_hardest) < 1.0):
+        raise ValueError(f"drop_hardest must be a real number in [0, 1), got {drop_hardest!r}.")
+    n_drop = min(round_half_up(float(drop_hardest) * scores.size), scores.size - n_keep)
+    order = rank_order(scores)
+    return _done(order[: scores.size - n_drop])
 
 
 # ------------------------------------------------------------------------ strategies
@@ -391,7 +412,8 @@ def select_bins(scores, n_keep, n_bins=10, rng=None):
     return _done(np.concatenate(picked))
 
 
-def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=10):
+def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=10,
+           drop_hardest=0.0):
     """Select ``n_keep`` samples of one class by the named strategy.
 
     Parameters
@@ -413,6 +435,11 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
         Source of randomness for ``"flexrand"``, ``"random"`` and ``"bins"``.
     n_bins : int, default=10
         Number of bins for ``"bins"``.
+    drop_hardest : float, default=0.0
+        Fraction, in ``[0, 1)``, of the group's hardest samples left out before the
+        strategy runs: ``min(round_half_up(drop_hardest * N), N - n_keep)`` samples
+        (never so many that fewer than ``n_keep`` remain). With noisy labels the
+        hardest samples are mostly the mislabelled ones (:func:`drop_hardest_tail`).
 
     Returns
     -------
@@ -436,6 +463,10 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
     gamma = _check_gamma(gamma)
+    if drop_hardest:
+        rest = drop_hardest_tail(scores, n_keep, drop_hardest)
+        picked = select(np.asarray(scores)[rest], n_keep, strategy, gamma, rng, n_bins=n_bins)
+        return _done(rest[picked])
     if strategy == "flexrand":
         return select_flexrand(scores, n_keep, gamma, rng)
     if strategy == "random":

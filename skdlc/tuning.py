@@ -28,7 +28,33 @@ from threadpoolctl import threadpool_limits
 from ._sampler import FlexRandSampler
 from ._selection import round_half_up
 
-__all__ = ["PAPER_GAMMAS", "default_probe", "fit_probe", "stratified_split", "tune_gamma"]
+__all__ = [
+    "PAPER_GAMMAS",
+    "SelectionResult",
+    "default_candidates",
+    "default_probe",
+    "fit_probe",
+    "stratified_split",
+    "tune_gamma",
+    "tune_selection",
+]
+
+#: Below this many validation rows in some class (or this many in all), a validation
+#: accuracy moves by several points from one draw to the next: the choice is noise.
+_MIN_VAL_PER_CLASS = 5
+_MIN_VAL_ROWS = 50
+
+
+def _warn_small_validation(y_val, what: str) -> None:
+    _, counts = np.unique(y_val, return_counts=True)
+    if counts.size and (counts.min() < _MIN_VAL_PER_CLASS or counts.sum() < _MIN_VAL_ROWS):
+        warnings.warn(
+            f"{what} holds only {int(counts.sum())} rows ({int(counts.min())} in its "
+            "smallest class): validation accuracies this small are mostly noise, so "
+            "the choice is unreliable; prefer strategy='random' or more data",
+            UserWarning,
+            stacklevel=3,
+        )
 
 #: The candidates of the paper: 0.05, 0.10, ..., 0.95.
 PAPER_GAMMAS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -266,6 +292,7 @@ def tune_gamma(
             f"no class is large enough to hold out a validation row ({validation_size:g} "
             "of every class rounds to 0); tuning gamma needs more data, or pick gamma by hand"
         )
+    _warn_small_validation(y[val], "the validation part")
     seeds = rng.randint(np.iinfo(np.int32).max, size=n_repeats)
     probe = default_probe() if estimator is None else estimator
     X_tr, y_tr, F_tr = X[train], y[train], features[train]
@@ -299,7 +326,9 @@ def tune_gamma(
                     )
                     bar.update()
         mean = acc.mean(axis=1)
-        best = max(range(gammas.size), key=lambda g: (round(mean[g], 12), -abs(gammas[g] - 0.5), -gammas[g]))
+        # distances to 0.5 rounded: abs(0.95 - 0.5) is 0.44999999999999996 in floats,
+        # which would make 0.95 "closer" than 0.05 and break the documented tie rule
+        best = max(range(gammas.size), key=lambda g: (round(mean[g], 12), -round(abs(gammas[g] - 0.5), 9), -gammas[g]))
         best_gamma = float(gammas[best])
     else:
         mean = np.full(gammas.size, np.nan)
@@ -315,3 +344,282 @@ def tune_gamma(
         validation_indices=val,
         n_kept=n_kept,
     )
+
+
+# ------------------------------------------------------------------ tune_selection
+#: How simple each strategy is: the one-standard-error rule prefers lower values.
+_COMPLEXITY = {"random": 0, "easy": 2, "flexible": 2, "flexrand": 3, "bins": 3, "hard": 3}
+
+
+def default_candidates() -> list[dict]:
+    """The candidate selections :func:`tune_selection` compares by default.
+
+    Random (the reference), random after dropping the hardest 5-30% of each class
+    (noise-robust), FlexRand over a gamma grid with and without a dropped tail,
+    ``flexible`` and ``easy``. Each is a dict of :class:`~skdlc.FlexRandSampler`
+    keyword arguments.
+
+    Returns
+    -------
+    list of dict
+    """
+    cands: list[dict] = [{"strategy": "random"}]
+    cands += [{"strategy": "random", "drop_hardest": q} for q in (0.05, 0.1, 0.2, 0.3)]
+    cands += [{"strategy": "flexrand", "gamma": g} for g in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    cands += [{"strategy": "flexrand", "gamma": g, "drop_hardest": q}
+              for g in (0.3, 0.5) for q in (0.1, 0.2)]
+    cands += [{"strategy": "flexible", "gamma": g} for g in (0.3, 0.5, 0.7)]
+    cands += [{"strategy": "easy"}]
+    return cands
+
+
+def _candidate_name(c: dict) -> str:
+    parts = [c["strategy"]]
+    if c.get("gamma") is not None and c["strategy"] in GAMMA_STRATEGIES:
+        parts.append(f"gamma={c['gamma']:g}")
+    if c.get("drop_hardest"):
+        parts.append(f"drop_hardest={c['drop_hardest']:g}")
+    return " ".join(parts)
+
+
+def _complexity(c: dict) -> tuple:
+    return (_COMPLEXITY.get(c["strategy"], 3) + (1 if c.get("drop_hardest") else 0),
+            float(c.get("drop_hardest") or 0.0))
+
+
+class _LogisticProbe:
+    """Multinomial logistic regression (C=0.1) on fixed, pre-projected features (d <= 128).
+
+    A ridge (least-squares) probe was tried first: it is ten times cheaper but it
+    systematically prefers hard-leaning subsets (FlexRand gamma 0.9, flexible 0.7) that a
+    logistic downstream does not (benchmarks/results/selection.md); the logistic probe
+    ranks the candidates as the downstream does and stays cheap on <= 128 dimensions.
+    """
+
+    def __init__(self, Z: np.ndarray, y_idx: np.ndarray, C: float = 0.1):
+        self.Z, self.y, self.C = Z, y_idx, C
+
+    def accuracy(self, train: np.ndarray, test: np.ndarray, y_test: np.ndarray) -> float:
+        if np.unique(self.y[train]).size < 2:
+            return float((y_test == self.y[train][0]).mean())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = LogisticRegression(C=self.C, max_iter=200, tol=1e-3).fit(
+                self.Z[train], self.y[train])
+        return float((model.predict(self.Z[test]) == y_test).mean())
+
+
+def _project(embedding: np.ndarray, n_components: int = 128, random_state=None) -> np.ndarray:
+    """Standardised PCA projection of the embedding (label-free, fitted on all rows)."""
+    from sklearn.decomposition import PCA
+
+    E = np.asarray(embedding, dtype=np.float64)
+    k = min(n_components, E.shape[1], max(1, E.shape[0] - 1))
+    with threadpool_limits(limits=1, user_api="blas"):
+        Z = PCA(k, svd_solver="randomized" if k < min(E.shape) // 2 else "full",
+                random_state=random_state).fit_transform(E) if k < E.shape[1] else E - E.mean(0)
+    sd = Z.std(0)
+    return Z / np.where(sd > 1e-12, sd, 1.0)
+
+
+from dataclasses import dataclass, field  # noqa: E402  (kept next to its only user)
+
+
+@dataclass
+class SelectionResult:
+    """The selection :func:`tune_selection` chose, and how every candidate did.
+
+    Attributes
+    ----------
+    strategy : str
+        The chosen ``FlexRandSampler`` strategy.
+    gamma : float or None
+        Its gamma (None for strategies that do not use one).
+    params : dict
+        Keyword arguments for :class:`~skdlc.FlexRandSampler` (besides ``keep_ratio``).
+    table : pandas.DataFrame
+        One row per candidate: ``candidate``, ``strategy``, ``gamma``,
+        ``drop_hardest``, ``complexity``, ``mean``, ``sem``, ``fold_0`` ...,
+        ``chosen``.
+    rule : str
+        The decision rule, in words.
+    """
+
+    strategy: str
+    gamma: float | None
+    params: dict
+    table: "object"
+    rule: str = field(default="")
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"strategy", "gamma", "params", "rule", "table": [rows]}``."""
+        rows = [
+            {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in self.table.to_dict(orient="records")
+        ]
+        for row in rows:  # JSON has no NaN
+            for k, v in row.items():
+                if isinstance(v, float) and not np.isfinite(v):
+                    row[k] = None
+        return {"strategy": self.strategy, "gamma": self.gamma, "params": dict(self.params),
+                "rule": self.rule, "table": rows}
+
+
+def _own_scores(scores, y_codes: np.ndarray, n_classes: int) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    if s.ndim == 2:
+        if s.shape[1] != n_classes:
+            raise ValueError(
+                f"scores must be 1-d or have one column per class ({n_classes}), "
+                f"got shape {s.shape}"
+            )
+        s = s[np.arange(len(s)), y_codes]
+    if s.ndim != 1 or len(s) != len(y_codes):
+        raise ValueError(f"scores must have {len(y_codes)} rows, got shape {np.shape(scores)}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinity")
+    return s
+
+
+def _check_candidates(candidates) -> list[dict]:
+    out = []
+    for c in candidates:
+        if not isinstance(c, dict) or "strategy" not in c:
+            raise ValueError(f"each candidate must be a dict with a 'strategy' key, got {c!r}")
+        c = dict(c)
+        # validated by the sampler itself, with its own messages
+        FlexRandSampler(0.5, **c)._validate_params()
+        out.append(c)
+    if not any(c["strategy"] == "random" and not c.get("drop_hardest") for c in out):
+        out.insert(0, {"strategy": "random"})  # the reference is always compared
+    return out
+
+
+def tune_selection(embedding, scores, y, keep_ratio, *, cv=5, candidates=None,
+                   random_state=None) -> SelectionResult:
+    """Choose how to select the kept samples by K-fold cross-validation on the pool.
+
+    For each of ``cv`` stratified folds, the other folds are pruned to ``keep_ratio``
+    by every candidate (a :class:`~skdlc.FlexRandSampler` configuration), a logistic
+    regression probe (C=0.1) is fitted on the kept rows of the embedding (standardised PCA to at most
+    128 dimensions, computed once) and scored on the held-out fold. The candidate
+    chosen is the **simplest within one standard error of the best** mean accuracy,
+    random selection being the simplest: the default never trades a sure Random for
+    a win that is within the folds' noise. Complexity order: ``random`` <
+    ``random`` with a dropped hardest tail (smaller tail first) < ``easy`` =
+    ``flexible`` < ``flexrand`` < ``flexrand`` with a dropped tail.
+
+    Only the embedding already computed by the scoring passes is used: no image is
+    read again.
+
+    Parameters
+    ----------
+    embedding : array-like of shape (n_samples, n_features)
+        Features the probe learns from, e.g. the full model's embedding
+        (``DLCScorer(embedding=True)`` puts it before the score columns).
+    scores : array-like of shape (n_samples,) or (n_samples, n_classes)
+        Hardness scores (higher is harder); per-class columns in sorted class order
+        are read at each row's own class.
+    y : array-like of shape (n_samples,)
+        Labels (possibly noisy: symmetric noise lowers every candidate's validation
+        accuracy alike, so the comparison still ranks them).
+    keep_ratio : float in (0, 1]
+    cv : int, default=5
+        Folds; lowered to the smallest class size when a class is smaller.
+    candidates : list of dict or None
+        FlexRandSampler keyword arguments per candidate; None: :func:`default_candidates`.
+        ``{"strategy": "random"}`` is added when missing.
+    random_state : int, RandomState or None
+        Folds and the candidates' draws (the same draw seed for every candidate of a
+        fold, so the comparison is paired).
+
+    Returns
+    -------
+    SelectionResult
+
+    Warns
+    -----
+    UserWarning
+        When the folds' validation parts are tiny (under 5 rows of some class or 50
+        rows in all), or cross-validation is impossible (then random is returned).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdlc.tuning import tune_selection
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 60)
+    >>> emb = rng.normal(size=(180, 8)) + y[:, None]
+    >>> res = tune_selection(emb, rng.random(180), y, 0.5, random_state=0)
+    >>> res.strategy in {"random", "flexrand", "flexible", "easy"}, len(res.table) > 5
+    (True, True)
+    """
+    import pandas as pd
+    from sklearn.model_selection import StratifiedKFold
+
+    y = column_or_1d(y)
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"tune_selection needs at least two classes in y, got {classes.size}")
+    if not (isinstance(keep_ratio, Real) and 0 < keep_ratio <= 1):
+        raise ValueError(f"keep_ratio must be a float in (0, 1], got {keep_ratio!r}")
+    if not (isinstance(cv, Integral) and cv >= 2):
+        raise ValueError(f"cv must be an int >= 2, got {cv!r}")
+    E = np.asarray(embedding, dtype=np.float64)
+    if E.ndim != 2 or len(E) != len(y):
+        raise ValueError(f"embedding must have shape ({len(y)}, n_features), got {E.shape}")
+    if not np.isfinite(E).all():
+        raise ValueError("embedding contains NaN or infinity")
+    own = _own_scores(scores, codes, classes.size)
+    cands = _check_candidates(default_candidates() if candidates is None else candidates)
+    rng = check_random_state(random_state)
+    n_folds = min(int(cv), int(np.bincount(codes).min()))
+    rule = ("simplest candidate within one standard error of the best mean "
+            f"{n_folds}-fold accuracy (random is the simplest)")
+
+    rows = [{"candidate": _candidate_name(c), "strategy": c["strategy"],
+             "gamma": c.get("gamma") if c["strategy"] in GAMMA_STRATEGIES else None,
+             "drop_hardest": float(c.get("drop_hardest") or 0.0),
+             "complexity": _complexity(c)[0]} for c in cands]
+    if keep_ratio >= 1 or n_folds < 2:
+        if n_folds < 2:
+            warnings.warn(
+                "a class has a single row: cross-validation is impossible; "
+                "falling back to random selection", UserWarning, stacklevel=2)
+        table = pd.DataFrame(rows).assign(mean=np.nan, sem=np.nan,
+                                          chosen=[i == 0 for i in range(len(rows))])
+        ref = next(i for i, c in enumerate(cands) if c["strategy"] == "random"
+                   and not c.get("drop_hardest"))
+        table["chosen"] = [i == ref for i in range(len(rows))]
+        return SelectionResult("random", None, {"strategy": "random"}, table,
+                               rule + ("; everything is kept" if keep_ratio >= 1 else ""))
+
+    folds = list(StratifiedKFold(n_folds, shuffle=True,
+                                 random_state=rng.randint(np.iinfo(np.int32).max)).split(E, codes))
+    _warn_small_validation(codes[folds[0][1]], "each cross-validation fold")
+    probe = _LogisticProbe(_project(E, random_state=0), codes)
+    acc = np.zeros((len(cands), n_folds))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for f, (tr, va) in enumerate(folds):
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            X_tr = own[tr][:, None]
+            for i, c in enumerate(cands):
+                kept = FlexRandSampler(keep_ratio, random_state=seed, **c).fit(
+                    X_tr, codes[tr]).sample_indices_
+                acc[i, f] = probe.accuracy(tr[kept], va, codes[va])
+    mean = acc.mean(1)
+    sem = acc.std(1, ddof=1) / np.sqrt(n_folds)
+    best = int(np.argmax(mean))
+    ok = [i for i in range(len(cands)) if mean[i] >= mean[best] - sem[best] - 1e-12]
+    chosen = min(ok, key=lambda i: (_complexity(cands[i]), -mean[i]))
+    table = pd.DataFrame(rows)
+    table["mean"] = mean
+    table["sem"] = sem
+    for f in range(n_folds):
+        table[f"fold_{f}"] = acc[:, f]
+    table["chosen"] = [i == chosen for i in range(len(cands))]
+    c = cands[chosen]
+    gamma = float(c["gamma"]) if c["strategy"] in GAMMA_STRATEGIES and "gamma" in c else None
+    return SelectionResult(c["strategy"], gamma, dict(c), table, rule)

@@ -79,13 +79,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keep", required=True, metavar="RATIO",
                    help="fraction of every class to keep, in (0, 1] (e.g. 0.3), or a percentage "
                         "(e.g. 30%%); each class keeps at least one image")
-    p.add_argument("--gamma", default="0.5", metavar="G|auto",
-                   help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': tune it on a 20%% "
-                        "validation split with a logistic-regression probe on the backbone's "
-                        "embedding, as in the paper (default: 0.5)")
-    p.add_argument("--strategy", default="flexrand",
-                   choices=STRATEGIES,
-                   help="how each class's subset is chosen from its scores (default: flexrand)")
+    p.add_argument("--gamma", default="auto", metavar="G|auto",
+                   help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': chosen with the "
+                        "strategy by cross-validation (--strategy auto), or for an explicit "
+                        "strategy tuned on a 20%% validation split as in the paper (default: auto)")
+    p.add_argument("--strategy", default="auto",
+                   choices=("auto",) + tuple(STRATEGIES),
+                   help="how each class's subset is chosen from its scores; 'auto': 5-fold "
+                        "cross-validation on the data picks the simplest of random, random without "
+                        "the hardest tail, flexrand, flexible, easy within one standard error of "
+                        "the best (skdlc.tuning.tune_selection); with a numeric --gamma, 'auto' "
+                        "means flexrand (default: auto)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
                         "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
@@ -163,7 +167,9 @@ def run(args) -> int:
     tune_repeats = parse_positive_int(args.tune_repeats, "--tune-repeats")
     image_size = parse_image_size(args.image_size)
     batch_size = parse_positive_int(args.batch_size, "--batch-size")
-    if gamma == "auto" and args.strategy not in ("flexrand", "flexible"):
+    if args.strategy == "auto" and gamma != "auto":
+        args.strategy = "flexrand"  # a fixed gamma means the paper's sampler at that gamma
+    if gamma == "auto" and args.strategy not in ("flexrand", "flexible", "auto"):
         raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
                        f"strategy {args.strategy!r} does not use gamma")
     out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
@@ -197,7 +203,7 @@ def run(args) -> int:
     scorer = DLCScorer(
         backbone,
         mask_ratios=mask_ratios,
-        embedding=gamma == "auto" and keep < 1,  # the probe's features
+        embedding=(gamma == "auto" or args.strategy == "auto") and keep < 1,  # the probe's features
         image_size=image_size,
         batch_size=batch_size,
         num_workers=args.num_workers,
@@ -232,7 +238,15 @@ def run(args) -> int:
     t2 = time.perf_counter()
     search = None
     notes = list(data.notes)
-    if gamma == "auto":
+    strategy_used, params, selection = args.strategy, {}, None
+    if args.strategy == "auto":
+        from ..tuning import tune_selection
+
+        res = tune_selection(Xt[:, :-n_classes] if keep < 1 else Xt, per_class, data.labels, keep,
+                             random_state=args.seed)
+        strategy_used, params, selection = res.strategy, res.params, res.to_dict()
+        gamma_used, gamma_source = res.gamma, "auto (cross-validated with the strategy)"
+    elif gamma == "auto":
         from ..tuning import tune_gamma
 
         if keep == 1:
@@ -266,7 +280,8 @@ def run(args) -> int:
 
     # 4. Select from ALL the data.
     sampler = FlexRandSampler(
-        keep, 0.5 if gamma_used is None else gamma_used, strategy=args.strategy, random_state=args.seed
+        keep, **{"gamma": 0.5 if gamma_used is None else gamma_used, "strategy": strategy_used,
+                 **params}, random_state=args.seed
     ).fit(scores[:, None], data.labels)
     kept_mask = np.zeros(len(data), dtype=bool)
     kept_mask[sampler.sample_indices_] = True
@@ -286,7 +301,9 @@ def run(args) -> int:
         "n_kept": int(kept_mask.sum()),
         "keep_ratio": keep,
         "classes": [{"label": c, "before": before[c], "kept": after.get(c, 0)} for c in before],
-        "strategy": args.strategy,
+        "strategy": strategy_used,
+        "drop_hardest": float(params.get("drop_hardest", 0.0)),
+        "selection": selection,
         "gamma": gamma_used,
         "gamma_source": gamma_source,
         "gamma_search": search,
@@ -319,7 +336,7 @@ def run(args) -> int:
             try:
                 write_report(tmp, scores=scores, labels=data.labels, kept=kept_mask, paths=data.paths,
                              losses=per_class, classes=scorer.classes_,
-                             calibration=getattr(scorer, "calibration_", None), selection=search,
+                             calibration=getattr(scorer, "calibration_", None), selection=selection or search,
                              timings=summary["time_s"], command=["skdlc", *sys.argv[1:]],
                              info={k: summary[k] for k in ("data", "backbone", "input_size", "mask_ratios",
                                                            "keep_ratio", "strategy", "gamma", "seed")},
@@ -341,7 +358,13 @@ def _print_summary(s: dict, out: Path) -> None:
     p(f"  backbone {s['backbone']}{size}; mask ratios "
       + ", ".join(f"{r:.2f}" for r in s["mask_ratios"]))
     g = s["gamma_search"]
-    if s["gamma"] is None:
+    sel = s.get("selection")
+    if sel:
+        row = next(r for r in sel["table"] if r["chosen"])
+        ref = next(r for r in sel["table"] if r["candidate"] == "random")
+        p(f"  selection {row['candidate']} (auto: {len(sel['table'])} candidates, cross-validated "
+          f"accuracy {row['mean'] or 0:.3f} vs {ref['mean'] or 0:.3f} for random)")
+    elif s["gamma"] is None:
         p(f"  strategy {s['strategy']} (gamma not used)")
     elif g:
         best = g["gammas"].index(s["gamma"])
