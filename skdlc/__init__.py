@@ -23,7 +23,9 @@ _LAZY = {
     "InstructionScorer": "._instruction",
     "select_instructions": "._instruction",
     "RayBackend": "._distributed",  # backend=RayBackend(address=..., num_gpus=...)
+    "select_from_scores": "._selection",
     "tune_gamma": ".tuning",
+    "tune_selection": ".tuning",
     "Backbone": "._backbones._base",
     "Preprocessing": "._backbones._base",
     "create_backbone": "._backbones",
@@ -41,7 +43,9 @@ __all__ = [
     "InstructionScorer",
     "select_instructions",
     "RayBackend",
+    "select_from_scores",
     "tune_gamma",
+    "tune_selection",
     "Backbone",
     "Preprocessing",
     "create_backbone",
@@ -79,4 +83,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler
     from ._scorer import DLCScorer
-    from .tuning import tune_gamma
+    from ._selection import select_from_scores
+    from .tuning import tune_gamma, tune_selection

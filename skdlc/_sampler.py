@@ -67,7 +67,7 @@ class FlexRandSampler(BaseSampler):
           and ``M / n_bins`` at random from each.
 
         Ties in score are broken by row order (a stable sort); see
-        :mod:`skdlc._selection` for the exact rules.
+        :func:`skdlc.select_from_scores` for the exact rules.
 
     n_bins : int, default=10
         Number of bins of the ``"bins"`` strategy, at least 1.
@@ -108,7 +108,7 @@ class FlexRandSampler(BaseSampler):
 
     See Also
     --------
-    skdlc._selection.select : The per-class selection rules.
+    skdlc.select_from_scores : The selection rules on one group's scores.
     imblearn.under_sampling.RandomUnderSampler : Random under-sampling to balance
         classes (this sampler keeps class proportions instead).
 
@@ -117,7 +117,7 @@ class FlexRandSampler(BaseSampler):
     ``fit`` does the whole selection (it is ``fit_resample`` without returning the
     data). Like every imbalanced-learn sampler, ``y`` must hold at least two classes;
     to prune a single group (e.g. instruction data, one "class"), call
-    :func:`skdlc._selection.select` on its scores directly.
+    :func:`skdlc.select_from_scores` on its scores directly.
 
     Method: Jiang et al., "Exploring Learning Complexity for Efficient Downstream
     Dataset Pruning", ICLR 2025 (FlexRand).

@@ -449,7 +449,7 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
     Examples
     --------
     >>> import numpy as np
-    >>> from skdlc._selection import select
+    >>> from skdlc import select_from_scores as select
     >>> scores = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2])
     >>> select(scores, 2, "easy")
     array([1, 5])
@@ -478,3 +478,7 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
     if strategy == "flexible":
         return select_flexible(scores, n_keep, gamma)
     return select_bins(scores, n_keep, n_bins, rng)
+
+
+#: Public name (``skdlc.select_from_scores``): one group's selection, no classes needed.
+select_from_scores = select
