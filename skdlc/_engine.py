@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ._backbones._base import Backbone
 from ._data import Batches
-from ._masking import maskable_parameters, masked, masked_state
+from ._masking import MaskPlan, maskable_parameters
 
 __all__ = ["FeatureEngine", "LoopEngine", "TorchEngine", "resolve_device"]
 
@@ -283,6 +283,7 @@ class TorchEngine(LoopEngine):
         self.module = backbone.module
         self.pin_memory = device.type == "cuda"
         self._cl = self._use_channels_last()
+        self._plan: MaskPlan | None = None
 
     # ------------------------------------------------------------------ the engine's own
     def _use_channels_last(self) -> bool:
@@ -302,16 +303,26 @@ class TorchEngine(LoopEngine):
         finally:
             self.module.train(was_training)
 
+    def _mask_plan(self, ratios: Sequence[float] = ()) -> MaskPlan:
+        """The engine's masks: every ratio's threshold from one pass over the weights."""
+        if self._plan is None:
+            self._plan = MaskPlan(self.module, self.masking)
+        return self._plan.prepare(r for r in ratios if r > 0.0)
+
+    def features(self, batches: Batches, ratios: Sequence[float], **kwargs) -> Iterator[tuple[int, np.ndarray]]:
+        self._mask_plan([float(r) for r in ratios])  # the whole path's statistics at once
+        return super().features(batches, ratios, **kwargs)
+
     @contextlib.contextmanager
     def _one_variant(self, ratio: float):
         if ratio in self._kept:
             yield self._kept[ratio]
             return
-        with masked(self.module, ratio, self.masking):  # in place: one model in memory
+        with self._mask_plan().applied(ratio):  # in place: one model in memory
             yield None
 
     def _prepare(self, ratio: float) -> dict:
-        return masked_state(self.module, ratio, self.masking)
+        return self._mask_plan().state(ratio)
 
     def _input(self, x):
         return _to_device(x, self.device)

@@ -275,8 +275,8 @@ def test_retained_variants_are_prepared_once(tiny_cnn, blob_images, monkeypatch)
     from skdlc._backbones import create_backbone
 
     calls = []
-    real = _engine.masked_state
-    monkeypatch.setattr(_engine, "masked_state", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = _engine.TorchEngine._prepare
+    monkeypatch.setattr(_engine.TorchEngine, "_prepare", lambda self, r: calls.append(r) or real(self, r))
     X, y = blob_images
     s = _scorer(tiny_cnn).fit(X, y)
     engine = _engine.TorchEngine(create_backbone(tiny_cnn), device=torch.device("cpu"), retain=True)
