@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import skdlc
-from skdlc import _data, _engine, _masking, _onnx, _scorer
+from skdlc import _data, _driver, _engine, _masking, _onnx, _onnx_engine, _onnx_export
 
 
 def env_info() -> dict:
@@ -105,15 +105,15 @@ def instrument(parts: Parts):
     includes the masks it needs)."""
     targets = [
         (_data.Batches, "__getitem__", "decode"),
-        (_onnx, "_export", "onnx export (trace)"),
+        (_onnx_export, "_export", "onnx export (trace)"),
         # the thresholds of a path (one pass over the weights) and each ratio's masks
         (_masking.MaskPlan, "prepare", "masks"),
         (_masking.MaskPlan, "_mask", "masks"),
-        (_onnx.OnnxEngine, "_session", "onnx session build (incl. masks)"),
-        (_onnx.OnnxEngine, "_run", "forward"),
-        (_engine.TorchEngine, "_forward", "forward"),
-        (_scorer, "per_class_losses", "losses"),
-        (_scorer, "class_means", "prototypes"),
+        (_onnx_engine.OnnxEngine, "_prepare", "onnx session build (incl. masks)"),
+        (_onnx_engine.OnnxEngine, "_run", "forward"),
+        (_engine.TorchEngine, "_run", "forward"),
+        (_driver, "per_class_losses", "losses"),
+        (_driver, "class_sums", "prototypes"),
     ]
     saved = []
     for owner, attr, name in targets:

@@ -453,7 +453,9 @@ def section_scaling(args) -> dict:
 def _child_memory(spec: dict) -> dict:
     torch.set_num_threads(2)
     if not spec.get("shared_arena", True):  # ONNX Runtime's default: an arena per session
-        _onnx._share_cpu_arena = lambda ort: None
+        from skdlc import _onnx_runtime
+
+        _onnx_runtime._share_cpu_arena = lambda ort: None
     X, y = L.cifar(spec["n"])
     import skdlc
 
