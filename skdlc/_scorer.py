@@ -602,6 +602,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _check_combination(self) -> None:
         """Reject settings that the chosen backend would ignore or fail on deep inside."""
+        if isinstance(self.mask_ratios, str) and self.mask_ratios == "cumulative" and self.masking != "global":
+            raise ValueError("mask_ratios='cumulative' is the official code's schedule of global magnitude "
+                             f"pruning: use masking='global' with it (got masking={self.masking!r})")
         if isinstance(self.backend, RayBackend) and (self.ray_address is not None or self.num_gpus is not None):
             raise ValueError("give the Ray address and GPUs in backend=RayBackend(address=..., num_gpus=...), "
                              "not also as ray_address/num_gpus")

@@ -171,15 +171,16 @@ def parse_gamma(text: str) -> float | str:
 
 
 def parse_mask_ratios(text: str) -> int | str | list[float]:
-    """``5`` (that many ratios from the paper's grid), ``auto``, or ``0,0.3,0.6``."""
+    """``5`` (that many ratios from the paper's grid), ``auto``, ``calibrated``,
+    ``cumulative`` (the official code's schedule, with global masking) or ``0,0.3,0.6``."""
     text = str(text).strip().lower()
-    if text == "auto":
-        return "auto"
+    if text in ("auto", "calibrated", "cumulative"):
+        return text
     if "," not in text and "." not in text:
         try:
             n = int(text)
         except ValueError:
-            raise CLIError(f"--mask-ratios must be a count, 'auto' or a comma list of ratios, got {text!r}") from None
+            raise CLIError(f"--mask-ratios must be a count, 'auto', 'calibrated', 'cumulative' or a comma list of ratios, got {text!r}") from None
         if not 1 <= n <= 50:
             raise CLIError(f"--mask-ratios count must be between 1 and 50, got {n}")
         return n

@@ -94,9 +94,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
                         "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
                         "torchvision model name (default: efficientnet_lite0)")
-    p.add_argument("--mask-ratios", default="5", metavar="T|auto|R1,R2,...",
+    p.add_argument("--mask-ratios", default="5", metavar="T|auto|calibrated|cumulative|R1,R2,...",
                    help="the masking path: a count drawn from the paper's grid (always with the "
-                        "unmasked model), 'auto', or explicit ratios in [0, 1) (default: 5)")
+                        "unmasked model), 'auto', 'calibrated' (probe where the masked models fall "
+                        "to chance, place the path before that), 'cumulative' (the official code's "
+                        "1-0.98^k global-magnitude schedule), or explicit ratios in [0, 1) (default: 5)")
     p.add_argument("--image-size", default=None, metavar="PX",
                    help="score at this square input size instead of the backbone's (faster when smaller)")
     p.add_argument("--batch-size", default="64", metavar="N", help="images per forward pass (default: 64)")
@@ -203,6 +205,7 @@ def run(args) -> int:
     scorer = DLCScorer(
         backbone,
         mask_ratios=mask_ratios,
+        masking="global" if mask_ratios == "cumulative" else "layer",
         embedding=(gamma == "auto" or args.strategy == "auto") and keep < 1,  # the probe's features
         image_size=image_size,
         batch_size=batch_size,
