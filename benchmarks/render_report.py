@@ -95,7 +95,9 @@ def demo(args) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="skdlc-report-demo-"))
     data = make_image_folder(work / "mnist", images, target, class_names=[str(d) for d in range(10)])
     out = work / "pruned"
-    _skdlc("prune", str(data), "--keep", "0.3", "--gamma", "auto", "--image-size", str(args.image_size),
+    # default flags (cross-validated selection) but a calibrated path, so that every
+    # section of the report has something to show
+    _skdlc("prune", str(data), "--keep", "0.3", "--image-size", str(args.image_size),
            "--mask-ratios", args.mask_ratios, "--device", "cpu", "--out", str(out), "--quiet",
            "--cache", str(work / "cache"))  # a rerun (e.g. after a report change) skips scoring
     report = out / "report.html"
@@ -248,7 +250,7 @@ def main(argv=None) -> int:
     d.add_argument("--png", default=None, help="where to write the screenshot (e.g. docs/img/report.png)")
     d.add_argument("--n-per-class", type=int, default=40)
     d.add_argument("--image-size", type=int, default=64)
-    d.add_argument("--mask-ratios", default="0,0.1,0.2,0.3")
+    d.add_argument("--mask-ratios", default="calibrated")
     d.add_argument("--workdir", default=None, help="keep the data and outputs here (default: a temp folder)")
     d.add_argument("--width", type=int, default=1100)
     d.add_argument("--height", type=int, default=2000)
