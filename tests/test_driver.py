@@ -337,6 +337,10 @@ def fake_calibration(monkeypatch):
 
     mod.sample_rows, mod.calibrate = sample_rows, calibrate
     monkeypatch.setitem(sys.modules, "skdlc._calibration", mod)
+    import skdlc
+
+    # `from . import _calibration` reads the package attribute once the real one was imported
+    monkeypatch.setattr(skdlc, "_calibration", mod, raising=False)
     return seen
 
 
