@@ -248,7 +248,8 @@ def write_report(raw: Path, out: Path) -> Path:
     if rules.exists():
         r = pd.DataFrame(json.loads(rules.read_text()))
         P("## Rule variants tried for the cross-validated choice\n")
-        P("Same data, seeds and candidates as the matrix (linear probe): the simplest candidate "
+        P("Run with the candidates *before* herding was added (the old default's), on the "
+          "matrix's data and seeds (linear probe): the simplest candidate "
           "within 1 standard error of the best (the default), within 2 standard errors, or the "
           "best mean outright. Gap over Random ± std over seeds (sign-test p; worst keep ratio).\n")
         P("| data set | noise | 1 SE (default) | 2 SE | best |")

@@ -317,8 +317,7 @@ def cv_default(scores, y_pool, E, keep, seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = tune_selection(E, scores, y_pool, keep, random_state=seed)
-    kept = FlexRandSampler(keep, random_state=seed, **{"gamma": 0.5, **res.params}).fit(
-        scores[:, None], y_pool).sample_indices_
+    kept = res.select(E, scores, y_pool, keep, random_state=seed)  # every candidate kind
     return kept, {"choice": res.table.loc[res.table.chosen, "candidate"].item()}
 
 
@@ -409,8 +408,9 @@ def build_methods(data: Cached, yp: np.ndarray, seed: int, default_path: str) ->
     methods["DLC+FlexRand (paper)"] = (lambda k: paper_flexrand(sp, yp, Zp, k, seed), tp)
     methods[f"DLC+FlexRand ({default_path} path)"] = (
         lambda k: paper_flexrand(sd, yp, Zp, k, seed), td)
-    # the probe space is the embedding's PCA, which tune_selection would compute itself
-    methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Zp, k, seed), td)
+    # the full-model embedding, as skdlc prune passes it (tune_selection projects it)
+    Ep = np.asarray(data.E[data.pool], dtype=np.float64)
+    methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Ep, k, seed), td)
     for name, (s, strategy, t) in baseline_scores(data, yp, seed).items():
         methods[name] = ((lambda s=s, strategy=strategy: lambda k: (
             FlexRandSampler(k, strategy=strategy, random_state=seed)
