@@ -14,6 +14,11 @@ Parts (``--part``):
   and of FlexRand with the paper's gamma tuning, (b) AUROC for flipped labels at 10% and
   20% symmetric noise (with EL2N, the unmasked-model loss, confident learning),
   (c) Spearman with today's scores.
+- ``default``: only the cross-validated default's cells of the matrix (probe and, with
+  ``--finetune``, the CPU fine-tuning), re-run with today's ``tune_selection`` (herding
+  candidates included) on the full-model embedding, as ``skdlc prune`` passes it; merged
+  into ``raw/selection_matrix_<set>.json``: the earlier default's rows are kept under
+  :data:`OLD_DEFAULT_NAME`, every other method's rows are left as they are.
 - ``matrix``: the methods x keep ratios x seeds matrix under the linear probe, clean and
   20% noise; ``--finetune`` adds the CPU fine-tuning downstream (last stage + new head on
   cached activations of the frozen earlier stages) on the keep ratios of
@@ -61,6 +66,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 RAW = RESULTS / "raw"
 KEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_NAME = "Default (CV selection)"
+#: The default before herding became a candidate (rows of the earlier matrix run).
+OLD_DEFAULT_NAME = "Old default (CV, no herding)"
+#: The same CV tables, herding ranked after random with a dropped tail (order variant).
+ALT_DEFAULT_NAME = "Default, herding after random+tail"
 GAP_PATHS = ("paper", "low", "cumulative", "calibrated")
 CUMULATIVE = tuple([0.0] + [round(1 - 0.98**k, 4) for k in (10, 20, 30, 40, 50)])
 
@@ -308,8 +317,7 @@ def cv_default(scores, y_pool, E, keep, seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = tune_selection(E, scores, y_pool, keep, random_state=seed)
-    kept = FlexRandSampler(keep, random_state=seed, **{"gamma": 0.5, **res.params}).fit(
-        scores[:, None], y_pool).sample_indices_
+    kept = res.select(E, scores, y_pool, keep, random_state=seed)  # every candidate kind
     return kept, {"choice": res.table.loc[res.table.chosen, "candidate"].item()}
 
 
@@ -400,8 +408,9 @@ def build_methods(data: Cached, yp: np.ndarray, seed: int, default_path: str) ->
     methods["DLC+FlexRand (paper)"] = (lambda k: paper_flexrand(sp, yp, Zp, k, seed), tp)
     methods[f"DLC+FlexRand ({default_path} path)"] = (
         lambda k: paper_flexrand(sd, yp, Zp, k, seed), td)
-    # the probe space is the embedding's PCA, which tune_selection would compute itself
-    methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Zp, k, seed), td)
+    # the full-model embedding, as skdlc prune passes it (tune_selection projects it)
+    Ep = np.asarray(data.E[data.pool], dtype=np.float64)
+    methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Ep, k, seed), td)
     for name, (s, strategy, t) in baseline_scores(data, yp, seed).items():
         methods[name] = ((lambda s=s, strategy=strategy: lambda k: (
             FlexRandSampler(k, strategy=strategy, random_state=seed)
@@ -447,6 +456,76 @@ def part_matrix(data: Cached, seeds, keeps, noises, default_path, ft: FineTune |
     return res
 
 
+def _alt_choice(res, cands):
+    """The 1-SE choice with herding one tier later (after random with a dropped tail)."""
+    from skdlc.tuning import SelectionResult, _complexity
+
+    def key(c):
+        k = _complexity(c)
+        return (k[0] + (1 if c["strategy"] == "herding" else 0),) + k[1:]
+
+    t = res.table
+    mean, sem = t["mean"].to_numpy(), t["sem"].to_numpy()
+    best = int(np.argmax(mean))
+    ok = [i for i in range(len(t)) if mean[i] >= mean[best] - sem[best] - 1e-12]
+    i = min(ok, key=lambda i: (key(cands[i]), -mean[i]))
+    c = cands[i]
+    return SelectionResult(c["strategy"], c.get("gamma"), dict(c), t), t["candidate"][i]
+
+
+def part_default(data: Cached, seeds, keeps, noises, default_path, ft: FineTune | None,
+                 ft_keeps, log) -> dict:
+    """Re-run the default's cells only and merge them into the existing matrix JSON."""
+    from skdlc.tuning import default_candidates
+
+    path = RAW / f"selection_matrix_{data.name}.json"
+    res = json.loads(path.read_text())
+    rows = res["rows"]
+    if any(r["method"] == OLD_DEFAULT_NAME for r in rows):  # a re-run: drop our own rows
+        rows = [r for r in rows if r["method"] not in (DEFAULT_NAME, ALT_DEFAULT_NAME)]
+    else:
+        for r in rows:
+            if r["method"] == DEFAULT_NAME:
+                r["method"] = OLD_DEFAULT_NAME
+    cands = default_candidates()
+    y0 = data.y[data.pool]
+    E = np.asarray(data.E[data.pool], dtype=np.float64)  # what skdlc prune passes
+    new = []
+    for noise in noises:
+        for seed in seeds:
+            yp, flip = noisy_labels(y0, data.K, noise, seed)
+            masking, ratios, cal = paths_for(data, yp, seed)[default_path]
+            t0 = time.perf_counter()
+            s = own(dlc_losses(data, masking, ratios, data.pool, yp), yp)
+            t_score = (time.perf_counter() - t0
+                       + path_time(data, masking, ratios, cal, len(data.pool)))
+            for keep in keeps:
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tuned = tune_selection(E, s, yp, keep, random_state=seed)
+                kept = tuned.select(E, s, yp, keep, random_state=seed)
+                t_sel = time.perf_counter() - t0
+                choice = tuned.table.loc[tuned.table.chosen, "candidate"].item()
+                alt, alt_choice = _alt_choice(tuned, cands)
+                kept_alt = alt.select(E, s, yp, keep, random_state=seed)
+                for name, k, ch in ((DEFAULT_NAME, kept, choice),
+                                    (ALT_DEFAULT_NAME, kept_alt, alt_choice)):
+                    row = {"noise": noise, "seed": seed, "keep": keep, "method": name,
+                           "probe": linear_probe(data, k, yp), "time_s": t_score + t_sel,
+                           "kept_noisy_share": float(flip[k].mean()), "choice": ch}
+                    if ft is not None and keep in ft_keeps:
+                        if name == ALT_DEFAULT_NAME and ch == choice:
+                            row["finetune"] = new[-1]["finetune"]  # the same subset
+                        else:
+                            row["finetune"] = ft.accuracy(k, yp, seed)
+                    new.append(row)
+                log(f"{data.name} default noise={noise} seed={seed} keep={keep}: {choice} "
+                    f"(alt {alt_choice}) probe {new[-2]['probe']:.2f}")
+    res["rows"] = rows + new
+    return res
+
+
 # ---------------------------------------------------------------------------- report
 def sign_test(gaps) -> float:
     gaps = np.asarray(gaps)
@@ -456,7 +535,7 @@ def sign_test(gaps) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=["paths", "matrix", "report"], required=True)
+    p.add_argument("--part", choices=["paths", "matrix", "default", "report"], required=True)
     p.add_argument("--datasets", nargs="+", default=["cifar10", "mnist"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP))
@@ -482,6 +561,10 @@ def main(argv=None) -> None:
         data = Cached(ds)
         if a.part == "paths":
             out = part_paths(data, a.seeds, a.keep_ratios, log)
+        elif a.part == "default":
+            ft = FineTune(data, a.finetune_epochs) if a.finetune else None
+            out = part_default(data, a.seeds, a.keep_ratios, a.noise, a.default_path, ft,
+                               a.finetune_keep, log)
         else:
             ft = FineTune(data, a.finetune_epochs) if a.finetune else None
             out = part_matrix(data, a.seeds, a.keep_ratios, a.noise, a.default_path, ft,
@@ -489,9 +572,13 @@ def main(argv=None) -> None:
             out["finetune_epochs"] = a.finetune_epochs if a.finetune else None
         import shlex
 
-        out["command"] = "python benchmarks/selection.py " + shlex.join(
+        cmd = "python benchmarks/selection.py " + shlex.join(
             [x for x in (argv or sys.argv[1:]) if x not in a.datasets or x == ds])
-        path = RAW / f"selection_{a.part}_{ds}.json"
+        if a.part == "default":  # merged into the matrix file; its own command kept beside
+            out["commands_default"] = [cmd]
+        else:
+            out["command"] = cmd
+        path = RAW / f"selection_{'matrix' if a.part == 'default' else a.part}_{ds}.json"
         path.write_text(json.dumps(out, indent=1))
         (RAW / f"selection_matrix_{ds}.partial.json").unlink(missing_ok=True)
         log(f"wrote {path}")

@@ -48,6 +48,8 @@ __all__ = [
     "select_flexible",
     "select_bins",
     "drop_hardest_tail",
+    "herding_order",
+    "select_herding",
 ]
 
 #: Names accepted by :func:`select`, default first.
@@ -482,3 +484,72 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
 
 #: Public name (``skdlc.select_from_scores``): one group's selection, no classes needed.
 select_from_scores = select
+
+
+# --------------------------------------------------------------------------- herding
+def herding_order(Z, n_steps=None):
+    """Greedy herding order (Welling 2009): each step keeps the picked mean near the mean.
+
+    Step ``t`` picks the row ``z`` that brings the mean of the picked rows closest to
+    the mean of all rows of ``Z``: ``argmin ||S + z - t * mu||^2`` over the rows not yet
+    picked (``S`` the sum of the picked rows), that is ``argmin 2 z.(S - t mu) + ||z||^2``,
+    one matrix-vector product per step. Deterministic: ties go to the lowest index.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n_samples, n_features)
+    n_steps : int or None
+        Stop after this many picks (``None``: order every row).
+
+    Returns
+    -------
+    order : ndarray of int, shape (n_steps,)
+
+    Examples
+    --------
+    >>> herding_order(np.array([[0.0], [1.0], [2.0]])).tolist()
+    [1, 0, 2]
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    n = len(Z)
+    n_steps = n if n_steps is None else min(int(n_steps), n)
+    mu = Z.mean(0) if n else np.zeros(Z.shape[1:])
+    sq = np.einsum("ij,ij->i", Z, Z)
+    total = np.zeros(Z.shape[1])
+    picked = np.zeros(n, dtype=bool)
+    order = np.empty(n_steps, dtype=np.intp)
+    for t in range(1, n_steps + 1):
+        d = 2.0 * (Z @ (total - t * mu)) + sq
+        d[picked] = np.inf
+        i = int(np.argmin(d))
+        picked[i] = True
+        total += Z[i]
+        order[t - 1] = i
+    return order
+
+
+def select_herding(scores, Z, n_keep, drop_hardest=0.0):
+    """Herding within one class, optionally after dropping its hardest tail.
+
+    The hardest ``drop_hardest`` of the rows (by ``scores``, see
+    :func:`drop_hardest_tail`) are removed first; the ``n_keep`` rows are then the first
+    picks of :func:`herding_order` on the rest, so the kept set's mean follows the mean
+    of the (cleaned) class: a representative subset rather than a hardness-based one.
+
+    Returns
+    -------
+    indices : ndarray of int, sorted, ``n_keep`` distinct rows.
+
+    Examples
+    --------
+    >>> Z = np.array([[0.0], [1.0], [2.0], [9.0]])
+    >>> select_herding(np.array([0.1, 0.2, 0.3, 0.9]), Z, 2, drop_hardest=0.25).tolist()
+    [0, 1]
+    """
+    scores, n_keep = _check_inputs(scores, n_keep)
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.ndim != 2 or len(Z) != scores.size:
+        raise ValueError(f"Z must have shape ({scores.size}, n_features), got {Z.shape}.")
+    rows = (drop_hardest_tail(scores, n_keep, drop_hardest) if drop_hardest
+            else np.arange(scores.size))
+    return _done(rows[herding_order(Z[rows], n_keep)])

@@ -703,19 +703,9 @@ class HerdingScorer(_GreedyOrderScorer):
     )
 
     def _order(self, Z):
-        mu = Z.mean(0)
-        picked = np.zeros(len(Z), dtype=bool)
-        total = np.zeros(Z.shape[1])
-        order = []
-        for t in range(1, len(Z) + 1):
-            cand = (total[None, :] + Z) / t
-            d = ((cand - mu) ** 2).sum(1)
-            d[picked] = np.inf
-            i = int(np.argmin(d))
-            picked[i] = True
-            total += Z[i]
-            order.append(i)
-        return np.asarray(order)
+        from ._selection import herding_order  # shared with tune_selection's candidate
+
+        return herding_order(Z)
 
 
 class KCenterGreedyScorer(_GreedyOrderScorer):

@@ -26,7 +26,7 @@ from sklearn.utils.validation import column_or_1d
 from threadpoolctl import threadpool_limits
 
 from ._sampler import FlexRandSampler
-from ._selection import round_half_up
+from ._selection import n_to_keep, round_half_up, select_herding
 
 __all__ = [
     "PAPER_GAMMAS",
@@ -348,7 +348,14 @@ def tune_gamma(
 
 # ------------------------------------------------------------------ tune_selection
 #: How simple each strategy is: the one-standard-error rule prefers lower values.
-_COMPLEXITY = {"random": 0, "easy": 2, "flexible": 2, "flexrand": 3, "bins": 3, "hard": 3}
+#: Herding (a representative subset on the embedding) has no parameter and no draw:
+#: it is the next simplest after random, ahead of random with a dropped tail (whose
+#: tail size is a tuned parameter); herding after a dropped tail ranks with easy and
+#: flexible, ahead of FlexRand's gamma.
+_COMPLEXITY = {"random": 0, "herding": 1, "easy": 2, "flexible": 2, "flexrand": 3, "bins": 3,
+               "hard": 3}
+#: Candidate kinds that select on the embedding rather than through FlexRandSampler.
+EMBEDDING_STRATEGIES = ("herding",)
 
 
 def default_candidates() -> list[dict]:
@@ -356,8 +363,10 @@ def default_candidates() -> list[dict]:
 
     Random (the reference), random after dropping the hardest 5-30% of each class
     (noise-robust), FlexRand over a gamma grid with and without a dropped tail,
-    ``flexible`` and ``easy``. Each is a dict of :class:`~skdlc.FlexRandSampler`
-    keyword arguments.
+    ``flexible``, ``easy``, and herding (a representative subset on the embedding, per
+    class) with and without a dropped hardest tail. Each is a dict of
+    :class:`~skdlc.FlexRandSampler` keyword arguments, except ``strategy="herding"``
+    (keys ``strategy`` and ``drop_hardest`` only), which selects on the embedding.
 
     Returns
     -------
@@ -370,6 +379,8 @@ def default_candidates() -> list[dict]:
               for g in (0.3, 0.5) for q in (0.1, 0.2)]
     cands += [{"strategy": "flexible", "gamma": g} for g in (0.3, 0.5, 0.7)]
     cands += [{"strategy": "easy"}]
+    cands += [{"strategy": "herding"}]
+    cands += [{"strategy": "herding", "drop_hardest": q} for q in (0.05, 0.1, 0.2, 0.3)]
     return cands
 
 
@@ -383,8 +394,10 @@ def _candidate_name(c: dict) -> str:
 
 
 def _complexity(c: dict) -> tuple:
-    return (_COMPLEXITY.get(c["strategy"], 3) + (1 if c.get("drop_hardest") else 0),
-            float(c.get("drop_hardest") or 0.0))
+    # a dropped tail adds a tier; within a tier herding (parameter-free) comes first
+    tier = _COMPLEXITY.get(c["strategy"], 3) + (1 if c.get("drop_hardest") else 0)
+    return (tier, float(c.get("drop_hardest") or 0.0),
+            0 if c["strategy"] in EMBEDDING_STRATEGIES else 1)
 
 
 class _LogisticProbe:
@@ -409,17 +422,42 @@ class _LogisticProbe:
         return float((model.predict(self.Z[test]) == y_test).mean())
 
 
-def _project(embedding: np.ndarray, n_components: int = 128, random_state=None) -> np.ndarray:
-    """Standardised PCA projection of the embedding (label-free, fitted on all rows)."""
+def _pca(embedding: np.ndarray, n_components: int = 128, random_state=None) -> np.ndarray:
+    """Centred PCA projection of the embedding (label-free, fitted on all rows)."""
     from sklearn.decomposition import PCA
 
     E = np.asarray(embedding, dtype=np.float64)
     k = min(n_components, E.shape[1], max(1, E.shape[0] - 1))
     with threadpool_limits(limits=1, user_api="blas"):
-        Z = PCA(k, svd_solver="randomized" if k < min(E.shape) // 2 else "full",
-                random_state=random_state).fit_transform(E) if k < E.shape[1] else E - E.mean(0)
+        return PCA(k, svd_solver="randomized" if k < min(E.shape) // 2 else "full",
+                   random_state=random_state).fit_transform(E) if k < E.shape[1] else E - E.mean(0)
+
+
+def _standardise(Z: np.ndarray) -> np.ndarray:
     sd = Z.std(0)
     return Z / np.where(sd > 1e-12, sd, 1.0)
+
+
+def _project(embedding: np.ndarray, n_components: int = 128, random_state=None) -> np.ndarray:
+    """Standardised PCA projection of the embedding (label-free, fitted on all rows)."""
+    return _standardise(_pca(embedding, n_components, random_state))
+
+
+def _herd(P: np.ndarray, own: np.ndarray, codes: np.ndarray, keep_ratio: float,
+          drop_hardest: float) -> np.ndarray:
+    """Per-class herding on the rows given: ``n_to_keep`` of each class, sorted indices.
+
+    ``P`` is the *unstandardised* PCA projection: herding follows the class mean in the
+    embedding's own geometry (whitening would give the low-variance directions, mostly
+    noise, as much weight as the main ones).
+    """
+    kept = []
+    for k in np.unique(codes):
+        rows = np.flatnonzero(codes == k)
+        picked = select_herding(own[rows], P[rows], n_to_keep(rows.size, keep_ratio),
+                                drop_hardest=float(drop_hardest or 0.0))
+        kept.append(rows[picked])
+    return np.sort(np.concatenate(kept))
 
 
 from dataclasses import dataclass, field  # noqa: E402  (kept next to its only user)
@@ -464,6 +502,52 @@ class SelectionResult:
         return {"strategy": self.strategy, "gamma": self.gamma, "params": dict(self.params),
                 "rule": self.rule, "table": rows}
 
+    def select(self, embedding, scores, y, keep_ratio, random_state=None) -> np.ndarray:
+        """Apply the chosen candidate to the full data: the indices of the kept rows.
+
+        Parameters
+        ----------
+        embedding : array-like of shape (n_samples, n_features) or None
+            The same embedding given to :func:`tune_selection`; needed by the
+            herding candidates (``None`` is accepted for the others).
+        scores : array-like of shape (n_samples,) or (n_samples, n_classes)
+            Hardness scores, as given to :func:`tune_selection`.
+        y : array-like of shape (n_samples,)
+        keep_ratio : float in (0, 1]
+            Fraction of every class kept (``n_to_keep`` rows per class, at least one).
+        random_state : int, RandomState or None
+            Seeds the draws of the random and FlexRand candidates (herding is
+            deterministic).
+
+        Returns
+        -------
+        indices : ndarray of int, sorted
+        """
+        y = column_or_1d(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        own = _own_scores(scores, codes, classes.size)
+        if not (isinstance(keep_ratio, Real) and 0 < keep_ratio <= 1):
+            raise ValueError(f"keep_ratio must be a float in (0, 1], got {keep_ratio!r}")
+        if self.params.get("strategy") in EMBEDDING_STRATEGIES:
+            if embedding is None:
+                raise ValueError(f"the chosen selection ({self.params['strategy']}) needs "
+                                 "the embedding; got embedding=None")
+            E = _check_embedding(embedding, len(y))
+            return _herd(_pca(E, random_state=0), own, codes, keep_ratio,
+                         self.params.get("drop_hardest", 0.0))
+        return FlexRandSampler(keep_ratio, random_state=random_state,
+                               **{"gamma": 0.5, **self.params}).fit(
+            own[:, None], codes).sample_indices_
+
+
+def _check_embedding(embedding, n: int) -> np.ndarray:
+    E = np.asarray(embedding, dtype=np.float64)
+    if E.ndim != 2 or len(E) != n:
+        raise ValueError(f"embedding must have shape ({n}, n_features), got {E.shape}")
+    if not np.isfinite(E).all():
+        raise ValueError("embedding contains NaN or infinity")
+    return E
+
 
 def _own_scores(scores, y_codes: np.ndarray, n_classes: int) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
@@ -489,8 +573,16 @@ def _check_candidates(candidates) -> list[dict]:
         if not isinstance(c, dict) or "strategy" not in c:
             raise ValueError(f"each candidate must be a dict with a 'strategy' key, got {c!r}")
         c = dict(c)
-        # validated by the sampler itself, with its own messages
-        FlexRandSampler(0.5, **c)._validate_params()
+        if c["strategy"] in EMBEDDING_STRATEGIES:
+            extra = set(c) - {"strategy", "drop_hardest"}
+            q = c.get("drop_hardest", 0.0)
+            if extra or not (isinstance(q, Real) and 0 <= q < 1):
+                raise ValueError(
+                    f"a {c['strategy']!r} candidate takes only 'drop_hardest' in [0, 1), "
+                    f"got {c!r}")
+        else:
+            # validated by the sampler itself, with its own messages
+            FlexRandSampler(0.5, **c)._validate_params()
         out.append(c)
     if not any(c["strategy"] == "random" and not c.get("drop_hardest") for c in out):
         out.insert(0, {"strategy": "random"})  # the reference is always compared
@@ -508,8 +600,13 @@ def tune_selection(embedding, scores, y, keep_ratio, *, cv=5, candidates=None,
     chosen is the **simplest within one standard error of the best** mean accuracy,
     random selection being the simplest: the default never trades a sure Random for
     a win that is within the folds' noise. Complexity order: ``random`` <
-    ``random`` with a dropped hardest tail (smaller tail first) < ``easy`` =
-    ``flexible`` < ``flexrand`` < ``flexrand`` with a dropped tail.
+    ``herding`` < ``random`` with a dropped hardest tail (smaller tail first) <
+    ``easy`` = ``flexible`` < ``herding`` with a dropped tail < ``flexrand`` <
+    ``flexrand`` with a dropped tail. Herding (per class, the greedy order that keeps
+    the kept rows' mean on the class mean, in the embedding's PCA) is deterministic and
+    has no parameter, hence its place right after random.
+
+    Apply the choice to the full data with :meth:`SelectionResult.select`.
 
     Only the embedding already computed by the scoring passes is used: no image is
     read again.
@@ -553,8 +650,11 @@ def tune_selection(embedding, scores, y, keep_ratio, *, cv=5, candidates=None,
     >>> y = np.repeat([0, 1, 2], 60)
     >>> emb = rng.normal(size=(180, 8)) + y[:, None]
     >>> res = tune_selection(emb, rng.random(180), y, 0.5, random_state=0)
-    >>> res.strategy in {"random", "flexrand", "flexible", "easy"}, len(res.table) > 5
+    >>> res.strategy in {"random", "flexrand", "flexible", "easy", "herding"}, len(res.table) > 5
     (True, True)
+    >>> kept = res.select(emb, rng.random(180), y, 0.5, random_state=0)
+    >>> len(kept)
+    90
     """
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold
@@ -567,11 +667,7 @@ def tune_selection(embedding, scores, y, keep_ratio, *, cv=5, candidates=None,
         raise ValueError(f"keep_ratio must be a float in (0, 1], got {keep_ratio!r}")
     if not (isinstance(cv, Integral) and cv >= 2):
         raise ValueError(f"cv must be an int >= 2, got {cv!r}")
-    E = np.asarray(embedding, dtype=np.float64)
-    if E.ndim != 2 or len(E) != len(y):
-        raise ValueError(f"embedding must have shape ({len(y)}, n_features), got {E.shape}")
-    if not np.isfinite(E).all():
-        raise ValueError("embedding contains NaN or infinity")
+    E = _check_embedding(embedding, len(y))
     own = _own_scores(scores, codes, classes.size)
     cands = _check_candidates(default_candidates() if candidates is None else candidates)
     rng = check_random_state(random_state)
@@ -599,15 +695,19 @@ def tune_selection(embedding, scores, y, keep_ratio, *, cv=5, candidates=None,
     folds = list(StratifiedKFold(n_folds, shuffle=True,
                                  random_state=rng.randint(np.iinfo(np.int32).max)).split(E, codes))
     _warn_small_validation(codes[folds[0][1]], "each cross-validation fold")
-    probe = _LogisticProbe(_project(E, random_state=0), codes)
+    P = _pca(E, random_state=0)
+    probe = _LogisticProbe(_standardise(P), codes)
     acc = np.zeros((len(cands), n_folds))
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, va) in enumerate(folds):
             seed = int(rng.randint(np.iinfo(np.int32).max))
             X_tr = own[tr][:, None]
             for i, c in enumerate(cands):
-                kept = FlexRandSampler(keep_ratio, random_state=seed, **c).fit(
-                    X_tr, codes[tr]).sample_indices_
+                if c["strategy"] in EMBEDDING_STRATEGIES:
+                    kept = _herd(P[tr], own[tr], codes[tr], keep_ratio, c.get("drop_hardest"))
+                else:
+                    kept = FlexRandSampler(keep_ratio, random_state=seed, **c).fit(
+                        X_tr, codes[tr]).sample_indices_
                 acc[i, f] = probe.accuracy(tr[kept], va, codes[va])
     mean = acc.mean(1)
     sem = acc.std(1, ddof=1) / np.sqrt(n_folds)

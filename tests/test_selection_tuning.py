@@ -127,7 +127,9 @@ def _noisy_problem(seed=0, n_per_class=120, rate=0.3):
 
 def test_tune_selection_drops_noise_when_it_pays():
     emb, scores, yn = _noisy_problem()
-    res = tune_selection(emb, scores, yn, 0.5, random_state=0)
+    # the sampler's candidates only: herding (simpler) is within one SE here too
+    sampler_cands = [c for c in default_candidates() if c["strategy"] != "herding"]
+    res = tune_selection(emb, scores, yn, 0.5, candidates=sampler_cands, random_state=0)
     assert res.params.get("drop_hardest", 0) > 0
     t = res.table
     assert t.chosen.sum() == 1 and {"candidate", "mean", "sem", "fold_0"} <= set(t.columns)
@@ -172,8 +174,89 @@ def test_tune_selection_warns_on_tiny_folds_and_keeps_all():
 
 def test_default_candidates_are_valid_sampler_settings():
     for c in default_candidates():
+        if c["strategy"] == "herding":  # selects on the embedding, not through the sampler
+            assert set(c) <= {"strategy", "drop_hardest"}
+            continue
         FlexRandSampler(0.5, **c)._validate_params()
     assert default_candidates()[0] == {"strategy": "random"}
+    assert {"strategy": "herding"} in default_candidates()
+
+
+# ------------------------------------------------------------------ herding candidate
+def _heavy_tailed(seed, K=3, n=200, d=10):
+    """Classes whose rows scatter with heavy tails around their means: a small random
+    subset is thrown off by far-out rows, a representative (herded) one is not."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(K), n)
+    emb = (rng.normal(size=(K, d)) * 1.5)[y] + rng.standard_t(1.5, size=(K * n, d))
+    return emb, rng.random(K * n), y
+
+
+def test_herding_order_and_select_herding():
+    from skdlc._selection import herding_order, select_herding
+
+    Z = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    # the mean is 4.8: 2 first (closest), then 10 (pulls the mean back up), ...
+    order = herding_order(Z)
+    assert sorted(order.tolist()) == list(range(5)) and order[0] == 2 and order[1] == 3
+    assert herding_order(Z, 2).tolist() == order[:2].tolist()
+    # the hardest tail (row 4) is dropped before herding, and exactly n_keep are kept
+    kept = select_herding(np.array([0.1, 0.2, 0.3, 0.4, 0.9]), Z, 3, drop_hardest=0.2)
+    assert len(kept) == 3 and 4 not in kept
+
+
+def test_tune_selection_chooses_herding_where_representative_wins():
+    wins = 0
+    for seed in range(3):
+        emb, scores, y = _heavy_tailed(seed)
+        res = tune_selection(emb, scores, y, 0.1, random_state=seed)
+        t = res.table.set_index("candidate")
+        assert t.loc["herding", "mean"] > t.loc["random", "mean"] + 0.03
+        wins += res.strategy == "herding" and not res.params.get("drop_hardest")
+        assert res.gamma is None and res.to_dict()["params"]["strategy"] == res.strategy
+    assert wins == 3  # uninformative scores: no dropped tail is needed
+
+
+def test_selection_result_select_reproduces_and_applies_every_kind():
+    emb, scores, y = _heavy_tailed(0)
+    res = tune_selection(emb, scores, y, 0.1, random_state=0)
+    assert res.strategy == "herding"
+    a = res.select(emb, scores, y, 0.1, random_state=0)
+    b = res.select(emb, scores, y, 0.1, random_state=1)  # herding has no draw
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 60 and np.all(np.bincount(y[a]) == 20) and np.all(np.diff(a) > 0)
+    # the same rows as herding each class by hand on the embedding's PCA
+    from skdlc._selection import herding_order
+    from skdlc.tuning import _pca
+
+    P = _pca(emb, random_state=0)
+    rows0 = np.flatnonzero(y == 0)
+    np.testing.assert_array_equal(a[y[a] == 0], np.sort(rows0[herding_order(P[rows0], 20)]))
+    with pytest.raises(ValueError, match="embedding"):
+        res.select(None, scores, y, 0.1)
+    # a FlexRand-kind result reproduces the sampler it stands for
+    emb2, scores2, yn = _noisy_problem()
+    r2 = tune_selection(emb2, scores2, yn, 0.5, random_state=0,
+                        candidates=[{"strategy": "random", "drop_hardest": 0.2}])
+    r2.params, r2.strategy = {"strategy": "random", "drop_hardest": 0.2}, "random"
+    want = FlexRandSampler(0.5, strategy="random", drop_hardest=0.2, random_state=3).fit(
+        scores2[:, None], yn).sample_indices_
+    np.testing.assert_array_equal(r2.select(None, scores2, yn, 0.5, random_state=3), want)
+    # a herding candidate with a dropped tail avoids the tail on the full data too
+    r3 = tune_selection(emb2, scores2, yn, 0.5, random_state=0,
+                        candidates=[{"strategy": "herding", "drop_hardest": 0.2}])
+    r3.params = {"strategy": "herding", "drop_hardest": 0.2}
+    kept = r3.select(emb2, scores2, yn, 0.5)
+    from skdlc._selection import n_to_keep
+
+    for k in range(3):
+        rows = np.flatnonzero(yn == k)
+        mine = np.intersect1d(kept, rows)
+        assert len(mine) == n_to_keep(rows.size, 0.5)
+        tail = rows[np.argsort(scores2[rows])[-round(0.2 * rows.size):]]
+        assert not np.intersect1d(mine, tail).size  # the dropped tail stays out
+    with pytest.raises(ValueError, match="herding"):
+        tune_selection(emb2, scores2, yn, 0.5, candidates=[{"strategy": "herding", "gamma": 0.5}])
 
 
 # ------------------------------------------------------------------ tune_gamma (issue 12)

@@ -282,12 +282,16 @@ def run(args) -> int:
     t_tune = time.perf_counter() - t2
 
     # 4. Select from ALL the data.
-    sampler = FlexRandSampler(
-        keep, **{"gamma": 0.5 if gamma_used is None else gamma_used, "strategy": strategy_used,
-                 **params}, random_state=args.seed
-    ).fit(scores[:, None], data.labels)
+    if args.strategy == "auto":  # the result applies its own candidate (herding included)
+        kept_idx = res.select(Xt[:, :-n_classes] if keep < 1 else None, scores, data.labels,
+                              keep, random_state=args.seed)
+    else:
+        kept_idx = FlexRandSampler(
+            keep, **{"gamma": 0.5 if gamma_used is None else gamma_used,
+                     "strategy": strategy_used, **params}, random_state=args.seed
+        ).fit(scores[:, None], data.labels).sample_indices_
     kept_mask = np.zeros(len(data), dtype=bool)
-    kept_mask[sampler.sample_indices_] = True
+    kept_mask[kept_idx] = True
     after = counts_by_class(data.labels[kept_mask])
     for label, n in before.items():
         if round_half_up(keep * n) == 0:
@@ -330,7 +334,7 @@ def run(args) -> int:
         write_csv(tmp / "scores.csv", ("path", "label", "score", "kept"),
                   ((p, l, fmt_score(s), int(k)) for p, l, s, k in zip(data.paths, labels, scores, kept_mask)))
         write_csv(tmp / "kept.csv", ("path", "label", "score"),
-                  ((data.paths[i], labels[i], fmt_score(scores[i])) for i in sampler.sample_indices_))
+                  ((data.paths[i], labels[i], fmt_score(scores[i])) for i in kept_idx))
         if args.on_error == "skip":
             write_csv(tmp / "skipped.csv", ("path", "reason"), data.skipped)
         if not args.no_report:  # secondary output: a failure becomes a note, the run is kept
