@@ -56,7 +56,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         pre-trained; ``"efficientnet_lite2"``, ``"squeezenet1_1"``), a timm or
         torchvision model name (needs their weights: a network or a local cache), or a
         module mapping a float batch (N, C, H, W) (or (N, F)) to features.
-    mask_ratios : int, sequence of float, "auto", "calibrated" or "cumulative", default=5
+    mask_ratios : int, sequence of float, "auto", "calibrated" or "cumulative", default="calibrated"
         The learning path. An int ``n``: ``n`` ratios from the paper's grid
         {0, 0.02, ..., 0.98}, always including 0 (the unmasked model), the rest drawn
         with ``random_state``. A sequence: those ratios, each in [0, 1) (0 need not be
@@ -66,8 +66,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         estimates reaches ``auto_tol`` (at most ``max_ratios``). ``"calibrated"``: probe
         the masked models on a stratified sample of a few hundred rows (one pass of the
         sample per probe ratio), find where they fall to chance, and place ``n_ratios``
-        ratios inside that range (see ``calibration_``). ``"cumulative"``: the official
-        code's schedule, sparsity 1 - 0.98^k.
+        ratios inside that range (see ``calibration_``): the default, the path
+        measured in docs/defaults.md, and no pass is spent on a collapsed model.
+        ``"cumulative"``: the official code's schedule, sparsity 1 - 0.98^k (with
+        ``masking="global"``).
     masking : {"layer", "global"}, default="layer"
         One magnitude threshold per weight tensor (the paper), or one over all weight
         tensors together (the official code).
@@ -221,7 +223,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self,
         backbone: str | nn.Module | Backbone = "efficientnet_lite0",
         *,
-        mask_ratios: int | str | Any = 5,
+        mask_ratios: int | str | Any = "calibrated",
         masking: str = "layer",
         prototypes: str = "masked",
         logits: str = "cosine",

@@ -185,13 +185,12 @@ def run(args) -> int:
             rand, dflt = [], []
             for seed in range(n_seeds):
                 r = FlexRandSampler(keep, strategy="random", random_state=seed).fit(scores[:, None], y_train)
-                d = FlexRandSampler(keep, random_state=seed, **{"gamma": 0.5, **sel.params}).fit(
-                    scores[:, None], y_train)
+                kept = sel.select(emb, per_class, y_train, keep, random_state=seed)  # any candidate kind
                 rand.append(accuracy(r.sample_indices_))
-                dflt.append(accuracy(d.sample_indices_))
+                dflt.append(accuracy(kept))
             rand, dflt = np.array(rand), np.array(dflt)
             rows.append({
-                "keep_ratio": keep, "n_kept": int(d.sample_indices_.size), "choice": choice,
+                "keep_ratio": keep, "n_kept": int(kept.size), "choice": choice,
                 "random": rand.tolist(), "default": dflt.tolist(),
                 "random_mean": float(rand.mean()), "random_std": float(rand.std()),
                 "default_mean": float(dflt.mean()), "default_std": float(dflt.std()),

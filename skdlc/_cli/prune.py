@@ -94,11 +94,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
                         "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
                         "torchvision model name (default: efficientnet_lite0)")
-    p.add_argument("--mask-ratios", default="5", metavar="T|auto|calibrated|cumulative|R1,R2,...",
+    p.add_argument("--mask-ratios", default="calibrated", metavar="T|auto|calibrated|cumulative|R1,R2,...",
                    help="the masking path: a count drawn from the paper's grid (always with the "
                         "unmasked model), 'auto', 'calibrated' (probe where the masked models fall "
                         "to chance, place the path before that), 'cumulative' (the official code's "
-                        "1-0.98^k global-magnitude schedule), or explicit ratios in [0, 1) (default: 5)")
+                        "1-0.98^k global-magnitude schedule), or explicit ratios in [0, 1) (default: calibrated)")
     p.add_argument("--image-size", default=None, metavar="PX",
                    help="score at this square input size instead of the backbone's (faster when smaller)")
     p.add_argument("--batch-size", default="64", metavar="N", help="images per forward pass (default: 64)")
@@ -317,6 +317,8 @@ def run(args) -> int:
         "backbone": backbone.name,
         "input_size": input_size,
         "mask_ratios": [float(r) for r in scorer.mask_ratios_],
+        # what the calibrated path probed (ratios, nearest-class-mean accuracy, chance)
+        "calibration": None if scorer.calibration_ is None else scorer.calibration_.to_dict(),
         "seed": args.seed,
         "on_error": args.on_error,
         "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
