@@ -351,14 +351,15 @@ def plot_learning_path(calibration):
 def plot_selection(selection):
     """Validation score of every selection candidate, the chosen one marked.
 
-    Candidates with a gamma are drawn as one curve per strategy (mean +- sem against
-    gamma); candidates without one as horizontal lines.
+    One horizontal bar per candidate (mean +- standard error over the folds, in the
+    table's order, simplest first), the chosen one in the accent colour, and the
+    one-standard-error line of the best candidate: the rule picks the simplest candidate
+    at or right of it.
 
     Parameters
     ----------
     selection : SelectionResult or its ``to_dict()``
-        ``table`` rows with ``candidate``, ``strategy``, ``gamma``, ``mean``, ``sem``,
-        ``chosen``.
+        ``table`` rows with ``candidate``, ``mean``, ``sem``, ``chosen``.
 
     Returns
     -------
@@ -370,43 +371,31 @@ def plot_selection(selection):
     rows = list(d.get("table") or [])
     if not rows:
         raise ValueError("the selection result has an empty table")
-    fig = _figure(6.4, 3.6)
+
+    def num(v, default=float("nan")):
+        return default if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    means = np.array([num(r.get("mean")) for r in rows])
+    sems = np.array([num(r.get("sem"), 0.0) for r in rows])
+    names = [truncate(str(r.get("candidate")), 34) for r in rows]
+    colors = [_ACCENT if r.get("chosen") else "#9aa5b1" for r in rows]
+    fig = _figure(6.4, 0.8 + 0.24 * len(rows))
     ax = fig.subplots()
-
-    def num(v):
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-    with_g = [r for r in rows if num(r.get("gamma")) is not None]
-    flat = [r for r in rows if num(r.get("gamma")) is None]
-    if with_g:
-        for strat in dict.fromkeys(str(r.get("strategy")) for r in with_g):
-            rs = sorted((r for r in with_g if str(r.get("strategy")) == strat), key=lambda r: num(r["gamma"]))
-            x = [num(r["gamma"]) for r in rs]
-            y = [num(r["mean"]) for r in rs]
-            e = [num(r.get("sem")) or 0.0 for r in rs]
-            ax.errorbar(x, y, yerr=e, fmt="o-", ms=4, capsize=2, lw=1.3, label=truncate(strat, 24))
-        for j, r in enumerate(flat):
-            m, e = num(r["mean"]), num(r.get("sem")) or 0.0
-            line = ax.axhline(m, ls="--", lw=1, color=f"C{(j + 7) % 10}", label=truncate(str(r.get("candidate")), 24))
-            if e:
-                ax.axhspan(m - e, m + e, color=line.get_color(), alpha=0.12)
-        ax.set_xlabel("gamma (easy/hard split quantile)")
-        for r in rows:
-            if r.get("chosen"):
-                x = num(r.get("gamma"))
-                x = x if x is not None else float(np.mean([num(q["gamma"]) for q in with_g]))
-                ax.plot([x], [num(r["mean"])], "*", ms=16, color=_ACCENT, zorder=5, label="chosen")
-    else:
-        x = np.arange(len(rows))
-        ax.errorbar(x, [num(r["mean"]) for r in rows], yerr=[num(r.get("sem")) or 0.0 for r in rows],
-                    fmt="o", capsize=3)
-        ax.set_xticks(x, [truncate(str(r.get("candidate")), 16) for r in rows], rotation=30, ha="right", fontsize=7)
-        for j, r in enumerate(rows):
-            if r.get("chosen"):
-                ax.plot([j], [num(r["mean"])], "*", ms=16, color=_ACCENT, zorder=5, label="chosen")
-    ax.set_ylabel("validation score")
-    ax.legend(fontsize=7, frameon=False)
-    chosen = f": {d.get('strategy')}" + (f", gamma {float(d['gamma']):g}" if num(d.get("gamma")) is not None else "")
+    y = np.arange(len(rows))[::-1]  # the first (simplest) candidate on top
+    ax.barh(y, means, xerr=sems, color=colors, height=0.7, capsize=2, error_kw={"lw": 0.8})
+    ax.set_yticks(y, names, fontsize=7)
+    finite = np.isfinite(means)
+    if finite.any():
+        best = int(np.nanargmax(means))
+        ax.axvline(means[best] - sems[best], ls="--", lw=1, color="k",
+                   label="best mean - 1 standard error")
+        lo, hi = np.nanmin(means - sems), np.nanmax(means + sems)
+        pad = max((hi - lo) * 0.15, 1e-3)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_xlabel("validation accuracy (mean over folds)")
+    gamma = num(d.get("gamma"))
+    chosen = f": {d.get('strategy')}" + ("" if math.isnan(gamma) else f", gamma {gamma:g}")
     ax.set_title(f"how the selection was chosen{chosen}", fontsize=10)
     return fig
 
@@ -731,7 +720,8 @@ def _umask() -> int:
 # ------------------------------------------------------------------------ sections
 def _overview(n, kept, names, info, unit) -> Section:
     rows = [("samples", n), ("kept", f"{int(kept.sum())} ({100 * kept.mean():.1f}%)" if n else "0"),
-            (f"{unit}s" if names != ["all"] else "groups", len(names))]
+            ({"class": "classes", "category": "categories"}[unit] if names != ["all"] else "groups",
+             len(names))]
     rows += [(k, _fmt(v)) for k, v in (info or {}).items() if v is not None]
     return Section("overview", "Overview", table(None, rows))
 
