@@ -506,8 +506,12 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             return "unused"
         if not isinstance(self.mask_ratios, (str, Integral)):
             return "unused"  # an explicit path draws nothing
-        if rs is None or isinstance(rs, Integral):
-            return rs
+        if rs is None:
+            # numpy's global stream: the draw is arbitrary anyway, and one cached draw
+            # serves every later fit (a grid search reads it instead of scoring again)
+            return "global"
+        if isinstance(rs, Integral):
+            return int(rs)
         return None  # a RandomState instance: its draws depend on its history
 
     def _params_key(self, rs_key) -> str:

@@ -142,6 +142,18 @@ def test_random_state_instance_is_not_cached(tiny_cnn, blob_images, tmp_path):
     assert s.n_forward_batches_ > 0  # computed, not read from the cache
 
 
+@pytest.mark.parametrize("mask_ratios", [3, "calibrated"])
+def test_default_random_state_is_cached(tiny_cnn, blob_images, tmp_path, mask_ratios):
+    # random_state=None (the default) is not a RandomState instance: a grid search over the
+    # sampler must read the first fit from the cache, without a warning
+    X, y = blob_images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = _scorer(tiny_cnn, mask_ratios=mask_ratios, memory=tmp_path).fit(X, y)
+        again = _scorer(tiny_cnn, mask_ratios=mask_ratios, memory=tmp_path).fit(X, y)
+    assert again.n_forward_batches_ == 0 and again.mask_ratios_ == first.mask_ratios_
+
+
 def test_int_random_state_is_cached(tiny_cnn, blob_images, tmp_path):
     X, y = blob_images
     _scorer(tiny_cnn, mask_ratios=3, random_state=0, memory=tmp_path).fit(X, y)
