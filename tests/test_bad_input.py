@@ -483,3 +483,21 @@ def test_crlf_and_bom_kept_byte_for_byte(tiny_llm, tmp_path, capsys):
     assert kept.startswith(b"\xef\xbb\xbf") and kept.count(b"\r\n") == 4
     assert all(ln + b"\r\n" in body + b"\r\n" for ln in kept[3:].split(b"\r\n")[:-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept_report", "win.jsonl"]
+
+
+# ------------------------------------------------- typed "no weights offline" error
+def test_missing_pretrained_weights_is_a_typed_user_error(monkeypatch, capsys):
+    import timm
+
+    import skdlc._backbones as backbones
+    from skdlc._backbones import WeightsNotAvailableError
+    from skdlc._cli import _is_user_error
+
+    def no_network(*a, **k):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(timm, "create_model", no_network)
+    with pytest.raises(WeightsNotAvailableError, match="offline backbones") as info:
+        backbones.create_backbone("resnet18")
+    assert _is_user_error(info.value)  # the CLI prints it as one line, no traceback
+    assert not _is_user_error(RuntimeError("Could not download the pretrained weights (a message alone)"))

@@ -31,6 +31,7 @@ __all__ = [
     "create_backbone",
     "list_backbones",
     "register_backbone",
+    "WeightsNotAvailableError",
 ]
 
 #: The backbone used when the user names none: its weights ship in a pip dependency.
@@ -319,6 +320,10 @@ def _torchvision_preprocessing(weights) -> Preprocessing:
 # ------------------------------------------------------------------- offline errors
 
 
+class WeightsNotAvailableError(RuntimeError):
+    """A backbone's pretrained weights could not be fetched (no network, no local cache)."""
+
+
 @contextlib.contextmanager
 def _offline_hint(name: str, pretrained: bool) -> Iterator[None]:
     """Re-raise a failed weight download with the names that work offline."""
@@ -327,7 +332,7 @@ def _offline_hint(name: str, pretrained: bool) -> Iterator[None]:
     except Exception as exc:
         if not (pretrained and _is_download_error(exc)):
             raise
-        raise RuntimeError(
+        raise WeightsNotAvailableError(
             f"Could not download the pretrained weights of {name!r} ({exc}). "
             "With no network, use one of skdlc's offline backbones, whose weights come "
             f"from pip packages: {', '.join(repr(n) for n in OFFLINE_BACKBONES)}; "

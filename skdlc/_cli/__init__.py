@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(exc: BaseException) -> bool:
     """RuntimeErrors that skdlc raises for the user to act on (no data, no weights)."""
+    from .._backbones import WeightsNotAvailableError
     from ..datasets import DatasetNotAvailableError
 
-    return isinstance(exc, DatasetNotAvailableError) or "Could not download the pretrained weights" in str(exc)
+    return isinstance(exc, (DatasetNotAvailableError, WeightsNotAvailableError))
 
 
 def _report(command: str, exc: BaseException) -> None:
