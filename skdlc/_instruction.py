@@ -115,8 +115,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Examples per forward pass (batches are formed from length-sorted examples).
     dtype : {"float32", "bfloat16", "float16"} or None, default="float32"
         Weights' dtype (losses are always computed in float32).
-    device : str, default="cpu"
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
+    device : str, default="auto"
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there
+        is one, else the CPU; as for :class:`~skdlc.DLCScorer`).
     instruction_field, input_field, output_field : str
         Record keys (e.g. ``input_field="context", output_field="response"`` for Dolly).
         The input is optional in every record.
@@ -124,10 +125,19 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Cache of the losses, one entry per ratio, keyed by the model file (or
         weights), the data and the parameters that change the losses: a later call
         with more ratios computes only the new ones.
-    random_state : int, RandomState or None, default=0
-        Draws the ratios when ``mask_ratios`` is an int.
-    verbose : bool, default=False
+    random_state : int, RandomState or None, default=None
+        Draws the ratios when ``mask_ratios`` is an int (pass an int for the same
+        ratios on every ``fit``; an explicit list of ratios needs none).
+    verbose : bool, default=True
         Progress bar over ratios x batches.
+
+    Notes
+    -----
+    One contract with :class:`~skdlc.DLCScorer`: the same defaults for ``device``,
+    ``random_state`` and ``verbose``, and ``fit(X)`` validates ``X``. The scores do
+    not depend on the data seen in ``fit`` (the model is pre-trained and never
+    updated), so ``fit()`` without ``X`` is allowed too: it only loads the model and
+    resolves the ratios.
 
     Attributes
     ----------
@@ -146,6 +156,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Examples truncated to ``max_length`` in the last scoring call.
     n_tokens_ : int
         Tokens per forward pass over the data in the last scoring call.
+    n_records_ : int or None
+        Records of the ``X`` given to ``fit`` (checked to have the instruction and
+        output fields); ``None`` when ``fit`` was called without ``X``.
 
     See Also
     --------
@@ -194,13 +207,13 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         max_length: int = 512,
         batch_size: int = 8,
         dtype: str | torch.dtype | None = "float32",
-        device: str = "cpu",
+        device: str = "auto",
         instruction_field: str = "instruction",
         input_field: str | None = "input",
         output_field: str = "output",
         memory: Any = None,
-        random_state: Any = 0,
-        verbose: bool = False,
+        random_state: Any = None,
+        verbose: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -222,13 +235,24 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X: Any = None, y: Any = None) -> "InstructionScorer":
-        """Load the model and resolve the ratios; ``X`` and ``y`` are ignored.
+        """Load the model and resolve the ratios; check the records of ``X`` if given.
+
+        Parameters
+        ----------
+        X : list of dict, DataFrame, path to a JSONL file or None, default=None
+            Records with the instruction, (optional) input and output fields. They
+            are validated (a :class:`RecordError` names the first bad record) and
+            counted in ``n_records_``; the scores never depend on them.
+        y : None
+            Ignored (there are no labels).
 
         Returns
         -------
         self : InstructionScorer
         """
         self._validate_params()
+        # Checked before the (slow) model load, so a bad file fails at once.
+        n_records = None if X is None else len(self._triples(X))
         from ._engine import resolve_device
 
         self.mask_ratios_ = resolve_mask_ratios(self.mask_ratios, self.random_state)
@@ -253,6 +277,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         self.masked_parameter_names_ = [n for n, _ in named]
         self.n_masked_weights_ = int(sum(p.numel() for _, p in named))
         self.device_ = device
+        self.n_records_ = n_records
         return self
 
     # -- scoring ---------------------------------------------------------------------
