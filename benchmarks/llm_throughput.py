@@ -44,7 +44,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from skdlc._instruction import InstructionScorer, _batches, _logits_keep_kwarg  # noqa: E402
+from skdlc._encoding import _batches  # noqa: E402
+from skdlc._instruction import InstructionScorer  # noqa: E402
+from skdlc._response_loss import _logits_keep_kwarg  # noqa: E402
 from skdlc._text_data import NI_TASK_MIX, load_natural_instructions  # noqa: E402
 
 

@@ -6,53 +6,45 @@ pre-trained LLM (smallest ``|w|`` first, per weight tensor):
 
     L_t(x, y) = (1/C) sum_j CE(f(y_<j, x; theta_t), y_j),   score = mean_t L_t(x, y)
 
-Data flow, one function per arrow: records -> (prompt, response) texts
-(:func:`format_example`) -> token ids with the response span (:func:`encode_examples`)
--> per-ratio response losses (:func:`response_losses`, the model masked in place by
-:func:`skdlc._masking.masked` and restored bit-exactly) -> scores
-(:class:`InstructionScorer`) -> kept indices (:func:`select_instructions`, FlexRand over
-the whole set or per category).
-
-Batches are built from length-sorted examples, left-padded, with explicit position ids
-(so padding changes nothing), and only the logits of response positions are computed
-(``logits_to_keep``): the vocabulary projection is the largest single matrix product of
-a small LLM.
+Data flow, one function per arrow, one module per idea: records (``._jsonl``) ->
+(prompt, response) texts (``._prompts.format_example``) -> token ids with the response
+span (``._encoding.encode_examples``) -> per-ratio response losses
+(``._response_loss.response_losses``, the model masked in place and restored
+bit-exactly) -> scores (:class:`InstructionScorer`, here, with its loss cache) -> kept
+indices (:func:`select_instructions`, here: FlexRand over the whole set or per
+category).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import math
 import os
-from dataclasses import dataclass
 from numbers import Integral, Real
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._cache import check_memory, combine, fingerprint_params
-from ._io import atomic_write
-from ._llm import (
-    OFFLINE_LLM,
-    ParameterView,
-    forward_accepts,
-    lm_target_parameters,
-    load_causal_lm,
-)
+from ._encoding import Encoded, encode_examples
+from ._jsonl import RecordError, as_records, extract_fields, read_jsonl, write_jsonl
+from ._llm import OFFLINE_LLM, ParameterView, lm_target_parameters, load_causal_lm
 from ._masking import MASKING_MODES, MaskPlan
+from ._prompts import ALPACA_PROMPT, ALPACA_PROMPT_NO_INPUT, TEMPLATES, format_example
 from ._ratios import resolve_mask_ratios
+
+# ``response_losses`` is looked up here at call time, so a test can patch it on this module.
+from ._response_loss import response_losses
 from ._selection import STRATEGIES, n_to_keep, select
 
+# The estimator and the selection live here; the names re-exported below (prompts,
+# encoding, losses, JSONL records) live in ._prompts, ._encoding, ._response_loss and
+# ._jsonl.
 __all__ = [
     "InstructionScorer",
     "RecordError",
@@ -67,263 +59,8 @@ __all__ = [
     "select_instructions",
 ]
 
-ALPACA_PROMPT = (
-    "Below is an instruction that describes a task, paired with an input that provides "
-    "further context. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-)
-ALPACA_PROMPT_NO_INPUT = (
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
-TEMPLATES = ("alpaca", "chat")
 
-
-# ----------------------------------------------------------------------------- records
-# JSONL I/O and record checks live in ._jsonl; imported here for the names above.
-from ._jsonl import (  # noqa: E402
-    JsonlData,
-    RecordError,
-    as_records,
-    extract_fields,
-    read_jsonl,
-    write_jsonl,
-)
-
-
-# ----------------------------------------------------------------------------- prompts
-def format_example(
-    instruction: str,
-    input: str,  # noqa: A002 - the field's name in Alpaca data
-    output: str,
-    template: str | Callable = "alpaca",
-    tokenizer: Any = None,
-) -> tuple[str, str, bool]:
-    """Prompt text, response text, and whether to append the EOS token.
-
-    ``"alpaca"``: the Stanford Alpaca prompt (with or without the ``### Input:``
-    block); the response is ``output`` followed by EOS, as in Alpaca fine-tuning.
-    ``"chat"``: the tokenizer's chat template with one user turn (instruction, a blank
-    line, then input) and one assistant turn; the response is everything the template
-    puts after the generation prompt (the output and the end-of-turn marker).
-    A callable ``template(instruction, input, output)`` returns ``(prompt, response)``
-    (used as given, no EOS added) or ``(prompt, response, add_eos)``.
-    """
-    if callable(template):
-        out = template(instruction, input, output)
-        if len(out) == 3:
-            return out[0], out[1], bool(out[2])
-        prompt, response = out
-        return prompt, response, False
-    if template == "alpaca":
-        if input:
-            prompt = ALPACA_PROMPT.format(instruction=instruction, input=input)
-        else:
-            prompt = ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)
-        return prompt, output, True
-    if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template='chat' needs a tokenizer with a chat template")
-        user = f"{instruction}\n\n{input}" if input else instruction
-        msgs = [{"role": "user", "content": user}]
-        prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            msgs + [{"role": "assistant", "content": output}], tokenize=False
-        )
-        if not full.startswith(prompt):
-            raise ValueError(
-                "this tokenizer's chat template does not put the assistant turn right "
-                "after the generation prompt; pass a callable template instead"
-            )
-        response = full[len(prompt):]
-        if output and response.startswith(output):
-            # keep the end-of-turn marker, drop the template's trailing newline
-            response = output + response[len(output):].rstrip()
-        return prompt, response, False
-    raise ValueError(f"template must be one of {TEMPLATES} or a callable, got {template!r}")
-
-
-@dataclass
-class Encoded:
-    """Token ids of examples and the length of each one's response (its last tokens)."""
-
-    ids: list[list[int]]
-    n_response: list[int]
-    n_truncated: int
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.array([len(x) for x in self.ids], dtype=np.int64)
-
-
-def _truncate(prompt: list[int], response: list[int], max_length: int) -> tuple[list, list]:
-    """Fit prompt + response into ``max_length`` tokens.
-
-    The response keeps its first ``max(max_length - len(prompt), max_length // 2)``
-    tokens (all of it when it fits); the prompt loses tokens from its middle, so the
-    start of the instruction and the text right before the response (e.g. the
-    ``### Response:`` header) stay.
-    """
-    r_keep = min(len(response), max(max_length - len(prompt), max_length // 2))
-    p_keep = max_length - r_keep
-    if len(prompt) > p_keep:
-        head = (p_keep + 1) // 2
-        tail = p_keep - head
-        prompt = prompt[:head] + (prompt[len(prompt) - tail:] if tail else [])
-    return prompt, response[:r_keep]
-
-
-def encode_examples(
-    triples: Sequence[tuple[str, str, str]],
-    tokenizer: Any,
-    template: str | Callable = "alpaca",
-    max_length: int = 512,
-) -> Encoded:
-    """Tokenize (instruction, input, output) triples into prompt + response ids.
-
-    Prompt and response are tokenized separately and concatenated, so the response
-    span is exact. The prompt gets the tokenizer's special tokens (e.g. BOS), except
-    with the chat template, which writes its own. Examples longer than
-    ``max_length`` are truncated (see :func:`_truncate`) and counted.
-    """
-    prompts, responses, eos = [], [], []
-    for ins, inp, out in triples:
-        p, r, e = format_example(ins, inp, out, template, tokenizer)
-        prompts.append(p)
-        responses.append(r)
-        eos.append(e)
-    add_special = template != "chat"  # chat templates write their own special tokens
-    p_ids = tokenizer(prompts, add_special_tokens=add_special)["input_ids"] if prompts else []
-    r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
-    eos_id = getattr(tokenizer, "eos_token_id", None)
-    ids, n_resp, n_trunc = [], [], 0
-    for i, (p, r, e) in enumerate(zip(p_ids, r_ids, eos)):
-        p, r = list(p), list(r)
-        if e and eos_id is not None:
-            r.append(int(eos_id))
-        if not r:
-            raise ValueError(f"record {i}: the response has no tokens (empty output)")
-        if not p:
-            raise ValueError(f"record {i}: the prompt has no tokens")
-        if len(p) + len(r) > max_length:
-            p, r = _truncate(p, r, max_length)
-            n_trunc += 1
-        ids.append(p + r)
-        n_resp.append(len(r))
-    return Encoded(ids, n_resp, n_trunc)
-
-
-# ------------------------------------------------------------------------------ losses
-def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Indices in batches of similar length (longest first, so memory peaks early)."""
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _batch_response_losses(
-    model: nn.Module,
-    seqs: Sequence[Sequence[int]],
-    n_response: Sequence[int],
-    *,
-    pad_id: int,
-    device: torch.device,
-    keep_kw: str | None,
-) -> torch.Tensor:
-    """Mean response cross-entropy of each sequence in one batch (teacher forcing).
-
-    Left padding with position ids counted from each sequence's first real token: a
-    causal model then sees exactly the tokens it would see unpadded, and every
-    response sits at the end of its row, so only the last ``max(C) + 1`` positions
-    need logits.
-    """
-    b = len(seqs)
-    length = max(len(s) for s in seqs)
-    ids = torch.full((b, length), pad_id, dtype=torch.long)
-    att = torch.zeros((b, length), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, length - len(s):] = torch.as_tensor(s, dtype=torch.long)
-        att[i, length - len(s):] = 1
-    pos = (att.cumsum(1) - 1).clamp_(min=0)
-    resp = torch.as_tensor(list(n_response), dtype=torch.long)
-    k = int(resp.max()) + 1  # logits at the last k positions predict the last k-1 tokens
-    kw = {"input_ids": ids.to(device), "attention_mask": att.to(device),
-          "position_ids": pos.to(device), "use_cache": False}
-    if keep_kw is not None:
-        kw[keep_kw] = k
-    logits = model(**kw).logits[:, -k:]
-    pred = logits[:, :-1].float()
-    target = ids[:, length - k + 1:].to(device)
-    ce = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
-    ce = ce.view(b, k - 1)
-    # column j predicts absolute position length-k+1+j; response of row i = last C_i
-    cols = torch.arange(k - 1, device=device)
-    valid = cols[None, :] >= (k - 1 - resp.to(device))[:, None]
-    return (ce * valid).sum(1) / resp.to(device).to(ce.dtype)
-
-
-def _logits_keep_kwarg(model: nn.Module) -> str | None:
-    for name in ("logits_to_keep", "num_logits_to_keep"):
-        if forward_accepts(model, name):
-            return name
-    return None
-
-
-def response_losses(
-    model: nn.Module,
-    encoded: Encoded,
-    ratios: Sequence[float] = (0.0,),
-    *,
-    targets: nn.Module | None = None,
-    masking: str = "layer",
-    batch_size: int = 8,
-    pad_id: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    plan: MaskPlan | None = None,
-) -> np.ndarray:
-    """Per-ratio mean response cross-entropy, shape ``(n_examples, len(ratios))``.
-
-    For each ratio the weights in ``targets`` (default: every ``ndim >= 2`` weight of
-    ``model``) are masked in place, smallest ``|w|`` first, every batch is run, and the
-    weights are restored bit for bit before the next ratio. The thresholds of all
-    ratios come from one pass over the weights (a :class:`~skdlc._masking.MaskPlan`;
-    pass ``plan`` to reuse one across calls, it then replaces ``targets``/``masking``).
-    """
-    n = len(encoded.ids)
-    out = np.zeros((n, len(ratios)), dtype=np.float64)
-    if n == 0:
-        return out
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    if plan is None:
-        plan = MaskPlan(model if targets is None else targets, masking)
-    plan.prepare(ratios)  # every ratio's thresholds in one pass over the weights
-    keep_kw = _logits_keep_kwarg(model)
-    batches = _batches(encoded.lengths, batch_size)
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=len(ratios) * len(batches), disable=not progress,
-               desc="DLC instructions", unit="batch")
-    try:
-        with torch.inference_mode():
-            for t, ratio in enumerate(ratios):
-                bar.set_postfix(ratio=f"{ratio:.2f}")
-                with plan.applied(float(ratio)):
-                    for idx in batches:
-                        loss = _batch_response_losses(
-                            model, [encoded.ids[i] for i in idx],
-                            [encoded.n_response[i] for i in idx],
-                            pad_id=pad_id, device=device, keep_kw=keep_kw,
-                        )
-                        out[idx, t] = loss.double().cpu().numpy()
-                        bar.update(1)
-    finally:
-        bar.close()
-        model.train(was_training)
-    return out
-
-
+# ------------------------------------------------------------------------------- cache
 def _cached_column(key: str, compute: Callable[[], np.ndarray] | None) -> np.ndarray:
     """The joblib-cached function behind ``memory=``: one loss column per key."""
     return compute()
@@ -378,8 +115,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Examples per forward pass (batches are formed from length-sorted examples).
     dtype : {"float32", "bfloat16", "float16"} or None, default="float32"
         Weights' dtype (losses are always computed in float32).
-    device : str, default="cpu"
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
+    device : str, default="auto"
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there
+        is one, else the CPU; as for :class:`~skdlc.DLCScorer`).
     instruction_field, input_field, output_field : str
         Record keys (e.g. ``input_field="context", output_field="response"`` for Dolly).
         The input is optional in every record.
@@ -387,10 +125,19 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Cache of the losses, one entry per ratio, keyed by the model file (or
         weights), the data and the parameters that change the losses: a later call
         with more ratios computes only the new ones.
-    random_state : int, RandomState or None, default=0
-        Draws the ratios when ``mask_ratios`` is an int.
-    verbose : bool, default=False
+    random_state : int, RandomState or None, default=None
+        Draws the ratios when ``mask_ratios`` is an int (pass an int for the same
+        ratios on every ``fit``; an explicit list of ratios needs none).
+    verbose : bool, default=True
         Progress bar over ratios x batches.
+
+    Notes
+    -----
+    One contract with :class:`~skdlc.DLCScorer`: the same defaults for ``device``,
+    ``random_state`` and ``verbose``, and ``fit(X)`` validates ``X``. The scores do
+    not depend on the data seen in ``fit`` (the model is pre-trained and never
+    updated), so ``fit()`` without ``X`` is allowed too: it only loads the model and
+    resolves the ratios.
 
     Attributes
     ----------
@@ -409,6 +156,9 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         Examples truncated to ``max_length`` in the last scoring call.
     n_tokens_ : int
         Tokens per forward pass over the data in the last scoring call.
+    n_records_ : int or None
+        Records of the ``X`` given to ``fit`` (checked to have the instruction and
+        output fields); ``None`` when ``fit`` was called without ``X``.
 
     See Also
     --------
@@ -457,13 +207,13 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         max_length: int = 512,
         batch_size: int = 8,
         dtype: str | torch.dtype | None = "float32",
-        device: str = "cpu",
+        device: str = "auto",
         instruction_field: str = "instruction",
         input_field: str | None = "input",
         output_field: str = "output",
         memory: Any = None,
-        random_state: Any = 0,
-        verbose: bool = False,
+        random_state: Any = None,
+        verbose: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -485,13 +235,24 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X: Any = None, y: Any = None) -> "InstructionScorer":
-        """Load the model and resolve the ratios; ``X`` and ``y`` are ignored.
+        """Load the model and resolve the ratios; check the records of ``X`` if given.
+
+        Parameters
+        ----------
+        X : list of dict, DataFrame, path to a JSONL file or None, default=None
+            Records with the instruction, (optional) input and output fields. They
+            are validated (a :class:`RecordError` names the first bad record) and
+            counted in ``n_records_``; the scores never depend on them.
+        y : None
+            Ignored (there are no labels).
 
         Returns
         -------
         self : InstructionScorer
         """
         self._validate_params()
+        # Checked before the (slow) model load, so a bad file fails at once.
+        n_records = None if X is None else len(self._triples(X))
         from ._engine import resolve_device
 
         self.mask_ratios_ = resolve_mask_ratios(self.mask_ratios, self.random_state)
@@ -516,6 +277,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         self.masked_parameter_names_ = [n for n, _ in named]
         self.n_masked_weights_ = int(sum(p.numel() for _, p in named))
         self.device_ = device
+        self.n_records_ = n_records
         return self
 
     # -- scoring ---------------------------------------------------------------------

@@ -307,7 +307,9 @@ def test_sklearn_conventions(tok, tiny_dir):
         s.score_samples(DATA)
     s.fit()
     assert s.mask_ratios_[0] == 0.0 and len(s.mask_ratios_) == 3
-    assert s.mask_ratios_ == InstructionScorer(str(tiny_dir), mask_ratios=3).fit().mask_ratios_
+    again = InstructionScorer(str(tiny_dir), mask_ratios=3, random_state=0).fit()
+    assert s.mask_ratios_ == again.mask_ratios_
+    assert s.n_records_ is None  # fit() without X: only the model and the ratios
     assert s.fit_transform(DATA).shape == (len(DATA), 1)
     assert list(s.get_feature_names_out()) == ["dlc_score"]
     for bad in [dict(masking="random"), dict(max_length=2), dict(template="vicuna"),
@@ -316,6 +318,19 @@ def test_sklearn_conventions(tok, tiny_dir):
             InstructionScorer(str(tiny_dir), **bad).fit()
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         InstructionScorer(str(tiny_dir), mask_ratios=[0.0, 1.0]).fit()
+
+
+def test_defaults_and_fit_checks_records(tiny_dir):
+    from skdlc import DLCScorer
+
+    ours, theirs = InstructionScorer().get_params(), DLCScorer().get_params()
+    for name in ("device", "random_state", "verbose"):
+        assert ours[name] == theirs[name], name
+    s = InstructionScorer(str(tiny_dir), mask_ratios=[0.0], verbose=False)
+    assert s.fit(DATA).n_records_ == len(DATA)
+    assert s.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(RecordError, match="output"):
+        s.fit([{"instruction": "Name a colour."}])
 
 
 def test_memory_cache(tok, tiny_dir, tmp_path, monkeypatch):
