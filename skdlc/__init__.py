@@ -23,6 +23,8 @@ _LAZY = {
     "InstructionScorer": "._instruction",
     "select_instructions": "._instruction",
     "RayBackend": "._distributed",  # backend=RayBackend(address=..., num_gpus=...)
+    "TorchSettings": "._engine_settings",  # engine=TorchSettings(precision=..., ...)
+    "OnnxSettings": "._engine_settings",  # engine=OnnxSettings(threads=..., ...)
     "select_from_scores": "._selection",
     "tune_gamma": ".tuning",
     "tune_selection": ".tuning",
@@ -43,6 +45,8 @@ __all__ = [
     "InstructionScorer",
     "select_instructions",
     "RayBackend",
+    "TorchSettings",
+    "OnnxSettings",
     "select_from_scores",
     "tune_gamma",
     "tune_selection",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._backbones import create_backbone, list_backbones, register_backbone
     from ._backbones._base import Backbone, Preprocessing
     from ._distributed import RayBackend
+    from ._engine_settings import OnnxSettings, TorchSettings
     from ._instruction import InstructionScorer, select_instructions
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler

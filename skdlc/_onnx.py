@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from ._backbones._base import Backbone, Preprocessing
 from ._data import decodes_files, make_batches
@@ -208,12 +209,18 @@ class _ExportedInput:
     collate: None = None
 
 
-class OnnxDLCModel:
+class OnnxDLCModel(BaseEstimator):
     """DLC scores from an ONNX export folder: ONNX Runtime only, no torch backbone.
 
     Reads what :meth:`skdlc.DLCScorer.export_onnx` (or ``skdlc export-onnx``) wrote:
     the masked variants, the class prototypes and the preprocessing, and computes the
     same ``transform`` / ``score_samples`` as the fitted scorer did.
+
+    The constructor stores its parameters only (scikit-learn's contract, so
+    ``get_params`` and :func:`sklearn.base.clone` work); :meth:`fit` reads the folder
+    (its ``X`` and ``y`` are ignored), and so does the first ``transform`` /
+    ``score_samples`` or fitted attribute read. :meth:`load` returns a model already
+    read, so a broken export fails there.
 
     Parameters
     ----------
@@ -239,7 +246,8 @@ class OnnxDLCModel:
     classes_ : ndarray of shape (n_classes,)
     prototypes_ : ndarray of shape (n_ratios, n_classes, n_features)
     preprocessing_ : Preprocessing or None
-    logits, temperature, embedding : as in the scorer that was exported
+    logits_, temperature_, embedding_ : as in the scorer that was exported (also
+        readable as ``logits``, ``temperature``, ``embedding``)
 
     Examples
     --------
@@ -258,34 +266,79 @@ class OnnxDLCModel:
         verify: bool = True,
         verbose: bool = True,
     ):
-        self.folder = Path(os.fspath(folder))
+        # Parameters only (scikit-learn's contract): the folder is read by fit, load, or
+        # the first transform / score_samples.
+        self.folder = folder
         self.device = device
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.num_workers = num_workers
         self.threads = threads
+        self.verify = verify
         self.verbose = verbose
-        m = _read_manifest(self.folder)
-        if verify:
-            _verify(self.folder, m)
-        self.manifest_ = m
-        self.mask_ratios_ = tuple(float(r) for r in m["mask_ratios"])
-        self.classes_ = np.asarray(m["classes"], dtype=np.dtype(m["classes_dtype"]))
-        self.prototypes_ = np.load(self.folder / m["prototypes"]["file"], allow_pickle=False)
-        pp = m.get("preprocessing")
-        self.preprocessing_ = None if pp is None else Preprocessing.from_dict(pp)
-        self.logits = m["logits"]
-        self.temperature = float(m["temperature"])
-        self.embedding = bool(m["embedding"])
-        if self.logits not in LOGITS:
-            raise ValueError(f"{self.folder}: unknown logits {self.logits!r} in the manifest")
-        self._input = _ExportedInput(m["backbone"]["name"], self.preprocessing_)
-        self._variants = _FolderVariants(self.folder, m)
-        _providers(device)  # fail now, not at the first transform, on a bad device
 
     @classmethod
     def load(cls, folder: str | os.PathLike, **kwargs) -> "OnnxDLCModel":
-        """Open an export folder; keyword arguments as for the class."""
-        return cls(folder, **kwargs)
+        """Open an export folder, ready to score; keyword arguments as for the class."""
+        return cls(folder, **kwargs).fit()
+
+    def fit(self, X=None, y=None) -> "OnnxDLCModel":
+        """Read the export folder (the manifest, prototypes and variant files).
+
+        Nothing is learnt: the folder holds the fitted scorer. ``X`` and ``y`` are
+        ignored (accepted so the model fits in a scikit-learn pipeline).
+
+        Returns
+        -------
+        self
+        """
+        folder = Path(os.fspath(self.folder))
+        m = _read_manifest(folder)
+        if self.verify:
+            _verify(folder, m)
+        logits = m["logits"]
+        if logits not in LOGITS:
+            raise ValueError(f"{folder}: unknown logits {logits!r} in the manifest")
+        _providers(self.device)  # fail now, not at the first transform, on a bad device
+        self.__dict__.pop("_engines", None)  # sessions of an earlier fit
+        self.mask_ratios_ = tuple(float(r) for r in m["mask_ratios"])
+        self.classes_ = np.asarray(m["classes"], dtype=np.dtype(m["classes_dtype"]))
+        self.prototypes_ = np.load(folder / m["prototypes"]["file"], allow_pickle=False)
+        pp = m.get("preprocessing")
+        self.preprocessing_ = None if pp is None else Preprocessing.from_dict(pp)
+        self.logits_ = logits
+        self.temperature_ = float(m["temperature"])
+        self.embedding_ = bool(m["embedding"])
+        self._input = _ExportedInput(m["backbone"]["name"], self.preprocessing_)
+        self._variants = _FolderVariants(folder, m)
+        self.manifest_ = m  # set last: its presence means fitted
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "manifest_" in self.__dict__
+
+    def _fitted(self) -> "OnnxDLCModel":
+        """Self, read from its folder first if it has not been yet."""
+        return self if "manifest_" in self.__dict__ else self.fit()
+
+    def __getattr__(self, name: str):
+        # A fitted attribute read before fit reads the folder (as transform does), so
+        # ``OnnxDLCModel(folder).classes_`` works. Only once the parameters are set:
+        # unpickling and copying look attributes up on an empty instance.
+        if name in _FITTED and "folder" in self.__dict__:
+            return getattr(self._fitted(), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # The exported scorer's method settings, read-only (kept under their former names).
+    logits = property(lambda self: self.logits_, doc="As ``logits_``.")
+    temperature = property(lambda self: self.temperature_, doc="As ``temperature_``.")
+    embedding = property(lambda self: self.embedding_, doc="As ``embedding_``.")
+
+    def set_params(self, **params) -> "OnnxDLCModel":
+        """Set constructor parameters; the folder is read again when the model is next used."""
+        super().set_params(**params)
+        for k in [*_FITTED, "_engines"]:
+            self.__dict__.pop(k, None)
+        return self
 
     def _engine(self, decodes: bool) -> OnnxEngine:
         """The engine for input of this kind, built once: its sessions live between calls."""
@@ -298,7 +351,7 @@ class OnnxDLCModel:
         return engines[decodes]
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_engines", None)  # ONNX Runtime sessions do not pickle; rebuilt on demand
         return state
 
@@ -306,14 +359,15 @@ class OnnxDLCModel:
         """Per-class learning complexities, as :meth:`skdlc.DLCScorer.transform`."""
         from . import _driver
 
+        self._fitted()
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
-        plan = _driver.Plan(ratios=self.mask_ratios_, logits=self.logits, temperature=self.temperature,
-                            embedding=self.embedding)
+        plan = _driver.Plan(ratios=self.mask_ratios_, logits=self.logits_, temperature=self.temperature_,
+                            embedding=self.embedding_)
         losses, emb = _driver.transform_input(
-            plan, self._engine(decodes_files(X)), X, input_spec=self._input, batch_size=self.batch_size,
+            plan, self._engine(decodes_files(X)), X, input_spec=self._input, batch_size=int(self.batch_size),
             ratios=self.mask_ratios_, prototypes=self.prototypes_, desc="DLC transform (onnx)")
-        if not self.embedding:
+        if not self.embedding_:
             return losses
         return np.hstack([emb.astype(np.float64), losses])
 
@@ -321,18 +375,26 @@ class OnnxDLCModel:
         """DLC score of each labelled sample (higher = harder), as the scorer's."""
         from . import _driver
 
+        self._fitted()
         _driver.class_index(self.classes_, y)  # unseen labels fail before any scoring
         return _driver.own_class(self.transform(X), self.classes_, y)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        names = [f"dlc_{c}" for c in self.classes_]
-        if self.embedding:
+        names = [f"dlc_{c}" for c in self._fitted().classes_]
+        if self.embedding_:
             names = [f"embedding{i}" for i in range(self.prototypes_.shape[2])] + names
         return np.asarray(names, dtype=object)
 
     def __repr__(self) -> str:
+        if "manifest_" not in self.__dict__:  # a repr never reads files
+            return f"OnnxDLCModel({os.fspath(self.folder)!r})"
         return (f"OnnxDLCModel({os.fspath(self.folder)!r}, backbone={self._input.name!r}, "
                 f"mask_ratios={self.mask_ratios_}, n_classes={len(self.classes_)})")
+
+
+# What OnnxDLCModel.fit sets (see its __getattr__).
+_FITTED = frozenset({"manifest_", "mask_ratios_", "classes_", "prototypes_", "preprocessing_",
+                     "logits_", "temperature_", "embedding_", "_input", "_variants"})
 
 
 def _read_manifest(folder: Path) -> dict:

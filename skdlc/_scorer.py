@@ -26,6 +26,7 @@ from ._backbones._base import Backbone
 from ._data import check_finite, decodes_files, make_batches, n_samples
 from ._distributed import RayBackend
 from ._engine import TorchEngine, default_num_workers, resolve_device
+from ._engine_settings import OnnxSettings, TorchSettings
 from ._losses import LOGITS
 from ._masking import MASKING_MODES
 from ._ratios import PAPER_GRID, auto_ratio_order, resolve_mask_ratios
@@ -107,8 +108,12 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         costs work (decoding files, resizing and normalising images).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
-    engine : {"auto", "torch", "onnxruntime"}, default="auto"
-        What runs the masked variants. "onnxruntime" exports the backbone to ONNX once,
+    engine : {"auto", "torch", "onnxruntime"}, TorchSettings or OnnxSettings, default="auto"
+        What runs the masked variants. An engine object
+        (``skdlc.TorchSettings(precision=..., keep_variants=..., num_workers=...)`` or
+        ``skdlc.OnnxSettings(threads=..., keep_variants=..., num_workers=...)``) names the
+        engine and holds its settings; ``precision``, ``keep_variants`` and ``num_workers``
+        must then stay at their defaults (``fit`` rejects both at once). "onnxruntime" exports the backbone to ONNX once,
         masks the exported weights and runs every variant with ONNX Runtime
         (``'skdlc[onnx-gpu]'`` for CUDA): the same scores (within 1e-4), several times
         faster on the CPU. Image and array backbones only. "auto": ONNX Runtime on the
@@ -208,7 +213,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "keep_variants": ["boolean", StrOptions({"auto"})],
         "device": [str, torch.device],
-        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"}), TorchSettings, OnnxSettings],
         "precision": [StrOptions({"float32", "bfloat16", "float16"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
@@ -237,7 +242,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         num_workers: int | None = None,
         keep_variants: bool | str = "auto",
         device: str | torch.device = "auto",
-        engine: str = "auto",
+        engine: str | TorchSettings | OnnxSettings = "auto",
         precision: str = "float32",
         memory: Any = None,
         chunk_size: int = 4096,
@@ -425,10 +430,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         decodes = decodes and self.backbone_.collate is None
         # Resizing in-memory images is work too: a worker overlaps it with the model.
         busy = decodes or self.backbone_.preprocessing is not None
-        workers = default_num_workers(busy) if self.num_workers is None else self.num_workers
-        common = dict(masking=self.masking, keep_variants=self.keep_variants, num_workers=workers,
+        kind, opts = self._execution()
+        workers = default_num_workers(busy) if opts["num_workers"] is None else opts["num_workers"]
+        common = dict(masking=self.masking, keep_variants=opts["keep_variants"], num_workers=workers,
                       verbose=self.verbose)
-        kind = self.engine
         if kind == "auto":
             kind = self._auto_engine(batches, common)
             if not isinstance(kind, str):
@@ -438,8 +443,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
             # "auto": ONNX Runtime's CUDA when it has it, whatever torch was built with
             device = "auto" if str(self.device) == "auto" else self._device()
-            return OnnxEngine.from_backbone(self.backbone_, device=device, **common), "onnxruntime"
-        engine = TorchEngine(self.backbone_, device=self._device(), precision=self.precision, **common)
+            engine = OnnxEngine.from_backbone(self.backbone_, device=device, threads=opts["threads"], **common)
+            return engine, "onnxruntime"
+        engine = TorchEngine(self.backbone_, device=self._device(), precision=opts["precision"], **common)
         return engine, "torch"
 
     def _auto_engine(self, batches, common):
@@ -532,7 +538,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                 "max_ratios": int(self.max_ratios),
                 "n_ratios": int(self.n_ratios),
                 "image_size": self.image_size,
-                "precision": self.precision,  # not `engine`: both engines give the same scores
+                "precision": self._execution()[1]["precision"],  # not `engine`: both engines give the same scores
             }
         )
 
@@ -593,7 +599,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             float(self.temperature),
             bool(self.embedding),
             self.masking,
-            self.precision,
+            self._execution()[1]["precision"],
             data_fp,
         )
 
@@ -606,6 +612,18 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             return RayBackend(address=self.ray_address, num_gpus=self.num_gpus)
         return None
 
+    def _execution(self) -> tuple[str, dict]:
+        """The engine's kind and settings, from an engine object or the flat parameters."""
+        e = self.engine
+        if isinstance(e, TorchSettings):
+            return "torch", dict(precision=e.precision, keep_variants=e.keep_variants,
+                                 num_workers=e.num_workers, threads=None)
+        if isinstance(e, OnnxSettings):  # ONNX Runtime computes in float32
+            return "onnxruntime", dict(precision="float32", keep_variants=e.keep_variants,
+                                       num_workers=e.num_workers, threads=e.threads)
+        return e, dict(precision=self.precision, keep_variants=self.keep_variants,
+                       num_workers=self.num_workers, threads=None)
+
     def _check_combination(self) -> None:
         """Reject settings that the chosen backend would ignore or fail on deep inside."""
         if isinstance(self.mask_ratios, str) and self.mask_ratios == "cumulative" and self.masking != "global":
@@ -617,12 +635,22 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         if self.backend == "local" and (self.ray_address is not None or self.num_gpus is not None):
             raise ValueError("ray_address and num_gpus apply to backend='ray' (or a RayBackend); "
                              "backend='local' ignores them")
+        if not isinstance(self.engine, str):
+            # One place for each setting: the engine object holds them, the flat ones stay unset.
+            flat = [f"{name}={value!r}" for name, value, default in (
+                ("precision", self.precision, "float32"), ("keep_variants", self.keep_variants, "auto"),
+                ("num_workers", self.num_workers, None)) if value != default]
+            if flat:
+                raise ValueError(f"engine={self.engine!r} holds the engine's settings; do not also set "
+                                 f"{', '.join(flat)}: put them in the engine object (or use engine='torch' "
+                                 "or 'onnxruntime' with the flat parameters)")
+        kind, opts = self._execution()
         if self._ray_backend() is not None:
-            if self.engine == "onnxruntime":
-                raise ValueError("engine='onnxruntime' runs on backend='local' only; Ray actors run "
+            if kind == "onnxruntime":
+                raise ValueError(f"engine={self.engine!r} runs on backend='local' only; Ray actors run "
                                  "torch: use engine='auto' or 'torch' with backend='ray'")
-            if self.precision != "float32":
-                raise ValueError(f"precision={self.precision!r} applies to the local torch engine on "
+            if opts["precision"] != "float32":
+                raise ValueError(f"precision={opts['precision']!r} applies to the local torch engine on "
                                  "CUDA; Ray actors compute in float32: use precision='float32'")
 
     def _fit(self, X, y, *, want_losses: bool):

@@ -315,3 +315,44 @@ def test_torch_engine_channels_last_leaves_weights_alone(tiny_cnn, blob_images):
     _close(_scorer(tiny_cnn, keep_variants=True).fit_transform(X, y), fast)
     with pytest.raises(ValueError, match="precision"):
         _scorer(tiny_cnn, precision="int8").fit(X, y)
+
+
+# --------------------------------------------------------------------------- estimator contract
+def test_onnx_model_init_stores_parameters_only_and_reads_the_folder_when_used(tiny_cnn, blob_images, tmp_path):
+    import pickle
+
+    from sklearn.base import clone
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = blob_images
+    s = _scorer(tiny_cnn).fit(X, y)
+    out = s.export_onnx(tmp_path / "e", X=X[:2])
+    model = OnnxDLCModel(out, device="cpu", batch_size=9, verbose=False)
+    assert not any(k.endswith("_") for k in vars(model))  # nothing read yet
+    assert model.get_params() == {"folder": out, "device": "cpu", "batch_size": 9, "num_workers": None,
+                                  "threads": None, "verify": True, "verbose": False}
+    assert model.get_params()["folder"] is out
+    twin = clone(model)
+    assert twin.get_params() == model.get_params() and twin is not model
+    pickle.loads(pickle.dumps(model))  # an unread model pickles too
+    _close(model.transform(X), s.transform(X))  # the first transform reads the folder
+    check_is_fitted(model)
+    assert model.logits_ == model.logits == s.logits and model.embedding_ is False
+    assert model.fit(X, y) is model  # fit reads the folder again; X and y are ignored
+    _close(clone(model).score_samples(X, y), s.score_samples(X, y))
+    _close(pickle.loads(pickle.dumps(model)).transform(X), s.transform(X))
+    assert list(OnnxDLCModel(out).classes_) == [0, 1, 2]  # a fitted attribute reads it too
+    model.set_params(batch_size=5)
+    assert "manifest_" not in vars(model)
+    _close(model.transform(X), s.transform(X))
+
+
+def test_a_broken_folder_fails_at_fit_not_at_construction(tmp_path):
+    model = OnnxDLCModel(tmp_path / "missing")
+    assert "missing" in repr(model)
+    with pytest.raises(FileNotFoundError, match="not an skdlc ONNX export"):
+        model.fit()
+    with pytest.raises(FileNotFoundError, match="not an skdlc ONNX export"):
+        model.transform(np.zeros((2, 3, 12, 12), np.float32))
+    with pytest.raises(ValueError, match="(?i)invalid parameter .colour."):
+        model.set_params(colour="red")
