@@ -351,7 +351,7 @@ def _onnx_export(source: Path, dest: Path) -> Path:
         raise ServeError(f"engine='onnx' needs ONNX support: {exc}") from None
     if source.is_dir():
         try:
-            _onnx.OnnxDLCModel(source, device="cpu")  # a valid export, files intact
+            _onnx.OnnxDLCModel.load(source, device="cpu")  # a valid export, files intact
         except (OSError, ValueError, KeyError) as exc:
             raise ServeError(f"{str(source)!r} is not a usable skdlc ONNX export: {exc}") from None
         shutil.copytree(source, dest)

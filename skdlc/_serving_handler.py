@@ -226,7 +226,7 @@ class DLCHandler(BaseHandler):
                 kwargs["threads"] = int(threads)
             if cfg.get("score_batch_size"):
                 kwargs["batch_size"] = int(cfg["score_batch_size"])
-            model = self.scorer = OnnxDLCModel(artifact, **kwargs)  # checks the files' checksums
+            model = self.scorer = OnnxDLCModel.load(artifact, **kwargs)  # checks the files' checksums
             if model.preprocessing_ is None:
                 raise ValueError("the skdlc handler scores images; this ONNX export takes no images")
             classes = list(model.classes_)
