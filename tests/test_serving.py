@@ -433,3 +433,15 @@ def test_stop_waits_for_workers(server):
             assert s.connect_ex(("127.0.0.1", port)) != 0
     assert server.stop() is False  # already stopped
     assert not (server.state_dir / "key_file.json").exists()
+
+
+def test_broken_onnx_export_is_refused_before_archiving(tmp_path):
+    # OnnxDLCModel reads its folder lazily; the archive step must still check it up front
+    from skdlc._serve import ServeError, _onnx_export
+
+    broken = tmp_path / "export"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(ServeError, match="not a usable skdlc ONNX export"):
+        _onnx_export(broken, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
