@@ -40,7 +40,7 @@ from ._ratios import resolve_mask_ratios
 
 # ``response_losses`` is looked up here at call time, so a test can patch it on this module.
 from ._response_loss import response_losses
-from ._selection import STRATEGIES, n_to_keep, select
+from ._selection import STRATEGIES, n_to_keep, select, select_per_group
 
 # The estimator and the selection live here; the names re-exported below (prompts,
 # encoding, losses, JSONL records) live in ._prompts, ._encoding, ._response_loss and
@@ -476,11 +476,4 @@ def select_instructions(
     if groups.shape != (n,):
         raise ValueError(f"groups must have one entry per score ({n}), got {groups.shape}")
     labels, codes = np.unique(groups.astype(str), return_inverse=True)
-    seeds = np.random.SeedSequence(seed).spawn(labels.size)
-    kept = []
-    for k in range(labels.size):
-        rows = np.flatnonzero(codes == k)
-        m = n_to_keep(rows.size, float(keep))
-        kept.append(rows[select(scores[rows], m, strategy, gamma,
-                                np.random.default_rng(seeds[k]))])
-    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.intp)
+    return select_per_group(scores, codes, labels.size, float(keep), strategy, gamma, seed)[0]

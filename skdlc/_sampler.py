@@ -10,7 +10,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
-from skdlc._selection import STRATEGIES, n_to_keep, select
+from skdlc._selection import STRATEGIES, select_per_group
 
 __all__ = ["FlexRandSampler"]
 
@@ -242,21 +242,9 @@ class FlexRandSampler(BaseSampler):
 
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
-        class_seeds = np.random.SeedSequence(seed).spawn(classes.size)
-
-        kept, n_kept = [], {}
-        for k, label in enumerate(classes.tolist()):
-            rows = np.flatnonzero(y_codes == k)
-            m = n_to_keep(rows.size, self.keep_ratio)
-            picked = select(
-                scores[rows], m, self.strategy, self.gamma,
-                np.random.default_rng(class_seeds[k]), n_bins=self.n_bins,
-                drop_hardest=self.drop_hardest,
-            )
-            kept.append(rows[picked])
-            n_kept[label] = m
-
-        idx = np.sort(np.concatenate(kept))
+        idx, counts = select_per_group(scores, y_codes, classes.size, self.keep_ratio, self.strategy,
+                                       self.gamma, seed, n_bins=self.n_bins, drop_hardest=self.drop_hardest)
+        n_kept = dict(zip(classes.tolist(), counts))
         self.sample_indices_ = idx
         self.scores_ = scores
         self.n_kept_per_class_ = n_kept

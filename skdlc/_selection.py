@@ -482,6 +482,28 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
     return select_bins(scores, n_keep, n_bins, rng)
 
 
+
+def select_per_group(scores, codes, n_groups, keep_ratio, strategy="flexrand", gamma=0.5, seed=0, *,
+                     n_bins=10, drop_hardest=0.0):
+    """:func:`select` within every group (class): the kept rows, sorted, and the count per group.
+
+    ``codes[i]`` in ``range(n_groups)`` is row i's group; each group keeps
+    ``n_to_keep(size, keep_ratio)`` rows. Group k draws from its own stream, child k of
+    ``numpy.random.SeedSequence(seed)``, so a group's draw does not depend on the others.
+    """
+    scores = np.asarray(scores)
+    codes = np.asarray(codes)
+    seeds = np.random.SeedSequence(seed).spawn(n_groups)
+    kept, counts = [], []
+    for k in range(n_groups):
+        rows = np.flatnonzero(codes == k)
+        m = n_to_keep(rows.size, keep_ratio)
+        kept.append(rows[select(scores[rows], m, strategy, gamma, np.random.default_rng(seeds[k]),
+                                n_bins=n_bins, drop_hardest=drop_hardest)])
+        counts.append(m)
+    idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.intp)
+    return idx, counts
+
 #: Public name (``skdlc.select_from_scores``): one group's selection, no classes needed.
 select_from_scores = select
 
