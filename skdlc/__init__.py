@@ -26,6 +26,7 @@ _LAZY = {
     "TorchSettings": "._engine_settings",  # engine=TorchSettings(precision=..., ...)
     "OnnxSettings": "._engine_settings",  # engine=OnnxSettings(threads=..., ...)
     "select_from_scores": "._selection",
+    "own_class_scores": "._driver",
     "tune_gamma": ".tuning",
     "tune_selection": ".tuning",
     "Backbone": "._backbones._base",
@@ -48,6 +49,7 @@ __all__ = [
     "TorchSettings",
     "OnnxSettings",
     "select_from_scores",
+    "own_class_scores",
     "tune_gamma",
     "tune_selection",
     "Backbone",
@@ -88,5 +90,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler
     from ._scorer import DLCScorer
+    from ._driver import own_class_scores
     from ._selection import select_from_scores
     from .tuning import tune_gamma, tune_selection

@@ -345,7 +345,12 @@ def class_index(classes: np.ndarray, y) -> np.ndarray:
 
 
 def own_class(per_class: np.ndarray, classes: np.ndarray, y) -> np.ndarray:
-    """Each row's entry of its own class, from (n, [D +] n_classes) ``transform`` output."""
+    """Each row's entry of its own class, from (n, [D +] n_classes) ``transform`` output.
+
+    Public as ``skdlc.own_class_scores(Xt, scorer.classes_, y)``: the DLC score of every
+    sample from a ``transform`` output already at hand (``score_samples`` without a second
+    pass).
+    """
     idx = class_index(classes, y)
     scores = per_class[:, -len(classes):]
     if len(scores) != len(idx):
@@ -393,3 +398,6 @@ def calibrate(source: FeatureSource, probe_ratios: Iterable[float], y_idx_sample
     return _calibration.calibrate(feats, np.asarray(y_idx_sample), n_ratios=n_ratios,
                                   random_state=random_state)
 
+
+#: Public name (``skdlc.own_class_scores``).
+own_class_scores = own_class

@@ -150,7 +150,7 @@ def run(args) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from .. import FlexRandSampler
+    from .. import FlexRandSampler, own_class_scores
     from ..tuning import default_probe, fit_probe, tune_selection
 
     images, target, names = _load(args.dataset)
@@ -166,7 +166,7 @@ def run(args) -> int:
         Xt = scorer.fit_transform(X_train, y_train)
         K = len(scorer.classes_)
         emb, per_class = Xt[:, :-K], Xt[:, -K:]
-        scores = per_class[np.arange(len(y_train)), np.searchsorted(scorer.classes_, y_train)]
+        scores = own_class_scores(per_class, scorer.classes_, y_train)
         if emb_test is None:
             emb_test = embed(scorer, X_test)
         t_score += time.perf_counter() - t1

@@ -181,7 +181,7 @@ def run(args) -> int:
 
     # 1. Read and check the data, so every input problem shows up before scoring; the
     # backbone is built in between so a bad name fails before any image is decoded.
-    from .. import DLCScorer, FlexRandSampler, create_backbone
+    from .. import DLCScorer, FlexRandSampler, create_backbone, own_class_scores
     from .._data import input_kind
     from .._validation import check_class_labels
 
@@ -230,8 +230,7 @@ def run(args) -> int:
     t_score = time.perf_counter() - t1
     n_classes = len(scorer.classes_)
     per_class = Xt[:, -n_classes:]
-    y_idx = np.searchsorted(scorer.classes_, data.labels)
-    scores = per_class[np.arange(len(data)), y_idx]
+    scores = own_class_scores(per_class, scorer.classes_, data.labels)
     if not np.isfinite(scores).all():
         bad = int((~np.isfinite(scores)).sum())
         raise CLIError(f"the backbone gave non-finite scores for {bad} image(s); check the "

@@ -94,7 +94,7 @@ def _load(args):
 def run(args) -> int:
     from scipy.stats import spearmanr
 
-    from .. import DLCScorer
+    from .. import DLCScorer, own_class_scores
     from ..baselines import SOptScorer, class_spearman
 
     X, y = _load(args)
@@ -106,7 +106,7 @@ def run(args) -> int:
     dlc_s = time.perf_counter() - t0
     K = len(scorer.classes_)
     emb, per_class = out[:, :-K], out[:, -K:]
-    dlc = per_class[np.arange(len(y)), np.searchsorted(scorer.classes_, y)]
+    dlc = own_class_scores(per_class, scorer.classes_, y)
     sopt = SOptScorer("precomputed", epochs=args.epochs, lr=args.lr, random_state=args.seed).fit(emb, y)
     result = {
         "n_samples": int(len(y)),
