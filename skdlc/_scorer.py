@@ -331,20 +331,20 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         """The full (unmasked) backbone's features of X, shape (n_samples, n_features).
 
         Needs no labels and no fit (the backbone is loaded when the scorer is not
-        fitted); one pass over X, on the scorer's engine and backend. Use it for a
-        linear probe, or any method that wants the pre-trained embedding.
+        fitted); one pass over X, on the scorer's engine and backend. With a cache
+        folder (``memory``), the pass is stored there and a second call reads it. Use it
+        for a linear probe, or any method that wants the pre-trained embedding.
         """
         fitted = hasattr(self, "backbone_")
         if not fitted:
             self._validate_params()
             self._check_combination()
         X = self._check_X(X, reset=False) if hasattr(self, "n_features_in_") else _check_input(self, X)
-        if fitted:
-            return _driver.embed(self._source(X, "embed", None))
-        # An unfitted scorer: work on a copy, so that the estimator gains no state.
-        worker = copy.copy(self)
-        worker.backbone_ = worker._load_backbone()
-        return _driver.embed(worker._source(X, "embed", None))
+        # An unfitted scorer works on a copy, so that the estimator gains no state.
+        worker = self if fitted else copy.copy(self)
+        if not fitted:
+            worker.backbone_ = worker._load_backbone()
+        return _driver.embed(worker._source(X, "embed", worker._data_fp(X)))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "prototypes_")
@@ -662,8 +662,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)} labels")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinity")
-        embedding_only = self.embedding and isinstance(self.mask_ratios, (list, tuple)) and list(self.mask_ratios) == [0.0]
-        self.classes_, y_idx = np.unique(check_class_labels(y, allow_single=embedding_only), return_inverse=True)
+        self.classes_, y_idx = np.unique(check_class_labels(y), return_inverse=True)
         self.backbone_ = self._load_backbone()
         data_fp = self._data_fp(X)
         key = self._fit_key(data_fp, y_idx, want_losses)

@@ -33,7 +33,7 @@ def _kind(v: Any) -> str:
 
 
 def check_class_labels(
-    y: Any, *, what: str = "y", unit: str = "samples", allow_single: bool = False
+    y: Any, *, what: str = "y", unit: str = "samples"
 ) -> np.ndarray:
     """Class labels as a 1-d array, or a ``ValueError`` naming what is wrong.
 
@@ -47,10 +47,6 @@ def check_class_labels(
     what : str, default="y"
         How messages name the labels (the command line passes its DATA).
     unit : str, default="samples"
-    allow_single : bool, default=False
-        Accept one class. Only for fits that want the unmasked embedding alone (the
-        baselines' ``extract_embeddings`` fits on dummy labels), where no DLC score
-        is used.
 
     Returns
     -------
@@ -86,6 +82,6 @@ def check_class_labels(
             "a class label"
         )
     classes, counts = np.unique(arr, return_counts=True)
-    if len(classes) == 1 and not allow_single:
+    if len(classes) == 1:
         raise ValueError(single_class_message(what, classes[0], int(counts[0]), unit))
     return arr

@@ -8,7 +8,7 @@ that :class:`~skdlc.FlexRandSampler` reads exactly as it reads DLC's. So sampler
 benchmarks treat every method alike.
 
 All of them start from the frozen full-model embedding, extracted once by
-:func:`extract_embeddings` (DLCScorer's own engine with the single ratio 0, cached by
+:func:`extract_embeddings` (:meth:`DLCScorer.embed <skdlc.DLCScorer.embed>`, cached by
 content with ``memory=``). Pass ``backbone="precomputed"`` to give embeddings directly
 as a 2-d array (what the benchmarks do, so one forward pass serves every method).
 
@@ -104,20 +104,9 @@ def extract_embeddings(
     """
     from ._scorer import DLCScorer
 
-    n = len(X)
-    scorer = DLCScorer(
-        backbone,
-        mask_ratios=[0.0],
-        prototypes="unmasked",
-        embedding=True,
-        image_size=image_size,
-        batch_size=batch_size,
-        device=device,
-        memory=memory,
-        verbose=verbose,
-    )
-    out = scorer.fit_transform(X, np.zeros(n, dtype=np.int64))
-    return out[:, :-1].astype(np.float32)  # drop the single (dummy class) score column
+    scorer = DLCScorer(backbone, image_size=image_size, batch_size=batch_size, device=device,
+                       memory=memory, verbose=verbose)
+    return scorer.embed(X).astype(np.float32, copy=False)
 
 
 def _standardize(Z: np.ndarray, mean=None, scale=None):

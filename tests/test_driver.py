@@ -494,3 +494,17 @@ def test_array_source_gives_the_scorers_numbers(tiny_cnn, blob_images):
     plan = s._plan(ratios=(0.3, 0.6))
     res = _driver.fit(plan, _driver.ArraySource(feats), y, 3)
     np.testing.assert_allclose(np.hstack([res.embedding, res.losses]), out, rtol=1e-6)
+
+
+def test_embed_reads_the_cache_folder_the_second_time(tiny_cnn, blob_images, tmp_path):
+    X, _ = blob_images
+    calls = []
+    hook = tiny_cnn.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = _scorer(tiny_cnn, memory=tmp_path).embed(X)
+        n_first = len(calls)
+        again = _scorer(tiny_cnn, memory=tmp_path).embed(X)
+    finally:
+        hook.remove()
+    assert n_first > 0 and len(calls) == n_first  # no forward pass the second time
+    np.testing.assert_array_equal(first, again)
