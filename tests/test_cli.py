@@ -404,3 +404,12 @@ def test_demo_bad_options(tmp_path, capsys):
     assert _run(["demo", "--keep-ratios", "0.1,2", "--out", tmp_path]) == 2
     assert "--keep-ratios" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_everything_skips_the_selection_search(folder, tmp_path):
+    out = tmp_path / "out"
+    assert _prune(folder, out, "--keep", "1", "--no-report") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_kept"] == summary["n_images"]
+    assert summary["selection"] is None  # no cross-validation when nothing is left out
+    assert any("selection search skipped" in n for n in summary["notes"])

@@ -241,38 +241,39 @@ def run(args) -> int:
     search = None
     notes = list(data.notes)
     strategy_used, params, selection = args.strategy, {}, None
-    if args.strategy == "auto":
+    emb = Xt[:, :-n_classes] if keep < 1 else None  # the probe's features (not scored at --keep 1)
+    chosen = None  # a cross-validated selection (--strategy auto), applied to all the data below
+    if keep == 1 and (args.strategy == "auto" or gamma == "auto"):
+        notes.append("--keep 1 keeps everything; selection search skipped")
+        strategy_used = "flexrand" if args.strategy == "auto" else args.strategy
+        gamma_used, gamma_source = 0.5, "auto (skipped: --keep 1)"
+    elif args.strategy == "auto":
         from ..tuning import tune_selection
 
-        res = tune_selection(Xt[:, :-n_classes] if keep < 1 else Xt, per_class, data.labels, keep,
-                             random_state=args.seed)
-        strategy_used, params, selection = res.strategy, res.params, res.to_dict()
-        gamma_used, gamma_source = res.gamma, "auto (cross-validated with the strategy)"
+        chosen = tune_selection(emb, per_class, data.labels, keep, random_state=args.seed)
+        strategy_used, params, selection = chosen.strategy, chosen.params, chosen.to_dict()
+        gamma_used, gamma_source = chosen.gamma, "auto (cross-validated with the strategy)"
     elif gamma == "auto":
         from ..tuning import tune_gamma
 
-        if keep == 1:
-            notes.append("--keep 1 keeps everything; gamma search skipped")
-            gamma_used = 0.5
-        else:
-            res = tune_gamma(
-                Xt, data.labels, keep_ratio=keep, strategy=args.strategy,
-                n_repeats=tune_repeats, random_state=args.seed, verbose=verbose,
-            )
-            gamma_used = res.best_gamma
-            search = {
-                "procedure": "stratified 80/20 split; FlexRand on the 80% at --keep for each gamma; "
-                             "StandardScaler + LogisticRegression on the full model's embedding; "
-                             "accuracy on the 20%; mean over repeats",
-                "n_train": int(res.train_indices.size),
-                "n_validation": int(res.validation_indices.size),
-                "n_repeats": tune_repeats,
-                "gammas": res.gammas.tolist(),
-                "mean_accuracy": [round(float(a), 6) for a in res.mean_accuracy],
-                "std_accuracy": [round(float(a), 6) for a in res.std_accuracy],
-                "random_subset_accuracy": round(float(np.mean(res.random_accuracy)), 6),
-                "best_gamma": gamma_used,
-            }
+        res = tune_gamma(
+            Xt, data.labels, keep_ratio=keep, strategy=args.strategy,
+            n_repeats=tune_repeats, random_state=args.seed, verbose=verbose,
+        )
+        gamma_used = res.best_gamma
+        search = {
+            "procedure": "stratified 80/20 split; FlexRand on the 80% at --keep for each gamma; "
+                         "StandardScaler + LogisticRegression on the full model's embedding; "
+                         "accuracy on the 20%; mean over repeats",
+            "n_train": int(res.train_indices.size),
+            "n_validation": int(res.validation_indices.size),
+            "n_repeats": tune_repeats,
+            "gammas": res.gammas.tolist(),
+            "mean_accuracy": [round(float(a), 6) for a in res.mean_accuracy],
+            "std_accuracy": [round(float(a), 6) for a in res.std_accuracy],
+            "random_subset_accuracy": round(float(np.mean(res.random_accuracy)), 6),
+            "best_gamma": gamma_used,
+        }
         gamma_source = "auto"
     elif args.strategy in ("flexrand", "flexible"):
         gamma_used, gamma_source = float(gamma), "fixed"
@@ -281,9 +282,8 @@ def run(args) -> int:
     t_tune = time.perf_counter() - t2
 
     # 4. Select from ALL the data.
-    if args.strategy == "auto":  # the result applies its own candidate (herding included)
-        kept_idx = res.select(Xt[:, :-n_classes] if keep < 1 else None, scores, data.labels,
-                              keep, random_state=args.seed)
+    if chosen is not None:  # the cross-validated choice applies itself (herding too)
+        kept_idx = chosen.select(emb, scores, data.labels, keep, random_state=args.seed)
     else:
         kept_idx = FlexRandSampler(
             keep, **{"gamma": 0.5 if gamma_used is None else gamma_used,
