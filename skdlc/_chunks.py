@@ -188,26 +188,26 @@ class ChunkedSource:
 
     def variants(self, run, desc):
         run = [float(r) for r in run]
-        self._say_resuming(run)
-        for a, b in self.ranges:
-            missing = [r for r in run if not self.store.has(r, a, b)]
-            if not missing:
+        missing = {(a, b): [r for r in run if not self.store.has(r, a, b)] for a, b in self.ranges}
+        self._say_resuming(missing, len(run))
+        for (a, b), todo in missing.items():
+            if not todo:
                 continue
             sub = _sub_batches(self.batches, a, b)
-            for i, feats in self.engine.features(sub, missing, desc=f"{desc} rows {a}:{b}",
+            for i, feats in self.engine.features(sub, todo, desc=f"{desc} rows {a}:{b}",
                                                  decodes=self.decodes):
-                self.store.save(missing[i], a, b, feats)
+                self.store.save(todo[i], a, b, feats)
             self.chunks_computed += 1
         for r in run:
             yield ChunkVariant(self.store, r, self.ranges, self.order)
 
-    def _say_resuming(self, run) -> None:
+    def _say_resuming(self, missing: dict, n_ratios: int) -> None:
         """One line on stderr when a run picks up chunks that an earlier run left."""
-        cached = sum(self.store.has(r, a, b) for a, b in self.ranges for r in run)
-        total = len(self.ranges) * len(run)
-        if cached and getattr(self.engine, "verbose", False):
-            print(f"skdlc: resuming: {cached} of {total} chunks cached "
-                  f"({total - cached} to compute)", file=sys.stderr)
+        total = len(self.ranges) * n_ratios
+        to_compute = sum(len(todo) for todo in missing.values())
+        if to_compute < total and getattr(self.engine, "verbose", False):
+            print(f"skdlc: resuming: {total - to_compute} of {total} chunks cached "
+                  f"({to_compute} to compute)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- manifests
