@@ -131,7 +131,7 @@ def write_report(raw: Path, out: Path) -> Path:
                     headline.append((ds, noise, label, st, old, alt))
     if headline:
         with_old = any(h[4] for h in headline)
-        P("## Headline: the default (`tune_selection` on the calibrated path) vs Random\n")
+        P("## Headline: the default (`SelectionSampler` on the calibrated path) vs Random\n")
         if with_old:
             P("The default's candidates include herding (per class, on the embedding's PCA) with "
               "and without a dropped hardest tail; its cells were re-run with "
@@ -264,7 +264,8 @@ def write_report(raw: Path, out: Path) -> Path:
             P(f"| {ds} | {noise:.0%} | " + " | ".join(cells) + " |")
         P("\nNo variant is better beyond the seed noise; 2 SE moves the clean gaps up by "
           "0.1-0.3 points and the noisy ones down by 0.1: the default keeps 1 SE, the rule "
-          "the issue asks for. Command: `nice -n 10 python benchmarks/_selection_rules.py`.\n")
+          "the issue asks for. Made with `benchmarks/_selection_rules.py` of skdlc 0.1 (removed "
+          "in 0.2 with `tune_selection`; not re-run).\n")
 
     P("## Not run, and what was scaled down\n")
     text = [d for d in mats if d in ("multiemo", "question_typing")]

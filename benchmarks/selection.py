@@ -15,7 +15,7 @@ Parts (``--part``):
   20% symmetric noise (with EL2N, the unmasked-model loss, confident learning),
   (c) Spearman with today's scores.
 - ``default``: only the cross-validated default's cells of the matrix (probe and, with
-  ``--finetune``, the CPU fine-tuning), re-run with today's ``tune_selection`` (herding
+  ``--finetune``, the CPU fine-tuning), re-run with today's ``SelectionSampler`` (herding
   candidates included) on the full-model embedding, as ``skdlc prune`` passes it; merged
   into ``raw/selection_matrix_<set>.json``: the earlier default's rows are kept under
   :data:`OLD_DEFAULT_NAME`, every other method's rows are left as they are.
@@ -60,7 +60,8 @@ from skdlc._ratios import resolve_mask_ratios  # noqa: E402
 from skdlc.baselines import (  # noqa: E402
     EL2NScorer, ForgettingScorer, HerdingScorer, KCenterGreedyScorer, ModerateScorer,
 )
-from skdlc.tuning import tune_gamma, tune_selection  # noqa: E402
+from skdlc import SelectionSampler  # noqa: E402
+from skdlc.tuning import tune_gamma  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RAW = RESULTS / "raw"
@@ -314,11 +315,14 @@ def paper_flexrand(scores, y_pool, Zp, keep, seed):
 
 
 def cv_default(scores, y_pool, E, keep, seed):
+    """The default selection, as skdlc prune runs it: SelectionSampler on [E | scores]."""
+    K = int(np.max(y_pool)) + 1
+    X = np.hstack([np.asarray(E, dtype=np.float32), np.tile(scores[:, None], (1, K))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = tune_selection(E, scores, y_pool, keep, random_state=seed)
-    kept = res.select(E, scores, y_pool, keep, random_state=seed)  # every candidate kind
-    return kept, {"choice": res.table.loc[res.table.chosen, "candidate"].item()}
+        sampler = SelectionSampler(keep, random_state=seed).fit(X, y_pool)
+    choice = sampler.cv_results_["candidate"][sampler.best_index_] if sampler.best_index_ is not None else "random"
+    return sampler.sample_indices_, {"choice": choice}
 
 
 def baseline_scores(data: Cached, y_pool: np.ndarray, seed: int) -> dict:
@@ -408,8 +412,8 @@ def build_methods(data: Cached, yp: np.ndarray, seed: int, default_path: str) ->
     methods["DLC+FlexRand (paper)"] = (lambda k: paper_flexrand(sp, yp, Zp, k, seed), tp)
     methods[f"DLC+FlexRand ({default_path} path)"] = (
         lambda k: paper_flexrand(sd, yp, Zp, k, seed), td)
-    # the full-model embedding, as skdlc prune passes it (tune_selection projects it)
-    Ep = np.asarray(data.E[data.pool], dtype=np.float64)
+    # the full-model embedding, as skdlc prune passes it (the sampler projects it per fold)
+    Ep = np.asarray(data.E[data.pool], dtype=np.float32)
     methods[DEFAULT_NAME] = (lambda k: cv_default(sd, yp, Ep, k, seed), td)
     for name, (s, strategy, t) in baseline_scores(data, yp, seed).items():
         methods[name] = ((lambda s=s, strategy=strategy: lambda k: (
@@ -456,28 +460,9 @@ def part_matrix(data: Cached, seeds, keeps, noises, default_path, ft: FineTune |
     return res
 
 
-def _alt_choice(res, cands):
-    """The 1-SE choice with herding one tier later (after random with a dropped tail)."""
-    from skdlc.tuning import SelectionResult, _complexity
-
-    def key(c):
-        k = _complexity(c)
-        return (k[0] + (1 if c["strategy"] == "herding" else 0),) + k[1:]
-
-    t = res.table
-    mean, sem = t["mean"].to_numpy(), t["sem"].to_numpy()
-    best = int(np.argmax(mean))
-    ok = [i for i in range(len(t)) if mean[i] >= mean[best] - sem[best] - 1e-12]
-    i = min(ok, key=lambda i: (key(cands[i]), -mean[i]))
-    c = cands[i]
-    return SelectionResult(c["strategy"], c.get("gamma"), dict(c), t), t["candidate"][i]
-
-
 def part_default(data: Cached, seeds, keeps, noises, default_path, ft: FineTune | None,
                  ft_keeps, log) -> dict:
     """Re-run the default's cells only and merge them into the existing matrix JSON."""
-    from skdlc.tuning import default_candidates
-
     path = RAW / f"selection_matrix_{data.name}.json"
     res = json.loads(path.read_text())
     rows = res["rows"]
@@ -487,9 +472,8 @@ def part_default(data: Cached, seeds, keeps, noises, default_path, ft: FineTune 
         for r in rows:
             if r["method"] == DEFAULT_NAME:
                 r["method"] = OLD_DEFAULT_NAME
-    cands = default_candidates()
     y0 = data.y[data.pool]
-    E = np.asarray(data.E[data.pool], dtype=np.float64)  # what skdlc prune passes
+    E = np.asarray(data.E[data.pool], dtype=np.float32)  # what skdlc prune passes
     new = []
     for noise in noises:
         for seed in seeds:
@@ -501,27 +485,16 @@ def part_default(data: Cached, seeds, keeps, noises, default_path, ft: FineTune 
                        + path_time(data, masking, ratios, cal, len(data.pool)))
             for keep in keeps:
                 t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    tuned = tune_selection(E, s, yp, keep, random_state=seed)
-                kept = tuned.select(E, s, yp, keep, random_state=seed)
+                kept, info = cv_default(s, yp, E, keep, seed)
                 t_sel = time.perf_counter() - t0
-                choice = tuned.table.loc[tuned.table.chosen, "candidate"].item()
-                alt, alt_choice = _alt_choice(tuned, cands)
-                kept_alt = alt.select(E, s, yp, keep, random_state=seed)
-                for name, k, ch in ((DEFAULT_NAME, kept, choice),
-                                    (ALT_DEFAULT_NAME, kept_alt, alt_choice)):
-                    row = {"noise": noise, "seed": seed, "keep": keep, "method": name,
-                           "probe": linear_probe(data, k, yp), "time_s": t_score + t_sel,
-                           "kept_noisy_share": float(flip[k].mean()), "choice": ch}
-                    if ft is not None and keep in ft_keeps:
-                        if name == ALT_DEFAULT_NAME and ch == choice:
-                            row["finetune"] = new[-1]["finetune"]  # the same subset
-                        else:
-                            row["finetune"] = ft.accuracy(k, yp, seed)
-                    new.append(row)
-                log(f"{data.name} default noise={noise} seed={seed} keep={keep}: {choice} "
-                    f"(alt {alt_choice}) probe {new[-2]['probe']:.2f}")
+                row = {"noise": noise, "seed": seed, "keep": keep, "method": DEFAULT_NAME,
+                       "probe": linear_probe(data, kept, yp), "time_s": t_score + t_sel,
+                       "kept_noisy_share": float(flip[kept].mean()), "choice": info["choice"]}
+                if ft is not None and keep in ft_keeps:
+                    row["finetune"] = ft.accuracy(kept, yp, seed)
+                new.append(row)
+                log(f"{data.name} default noise={noise} seed={seed} keep={keep}: {info['choice']} "
+                    f"probe {row['probe']:.2f}")
     res["rows"] = rows + new
     return res
 

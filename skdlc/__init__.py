@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names and the private module each lives in. They are imported on first use
 # (PEP 562), so ``import skdlc`` and ``skdlc --help`` do not pay for torch, scikit-learn,
@@ -19,6 +19,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "DLCScorer": "._scorer",
     "FlexRandSampler": "._sampler",
+    "SelectionSampler": "._selection_sampler",
+    "prune": "._prune",
+    "PruneResult": "._prune",
+    "default_candidates": "._selection_search",
     "OnnxDLCModel": "._onnx",  # scores from an ONNX export folder, no torch backbone
     "InstructionScorer": "._instruction",
     "select_instructions": "._instruction",
@@ -28,7 +32,6 @@ _LAZY = {
     "select_from_scores": "._selection",
     "own_class_scores": "._driver",
     "tune_gamma": ".tuning",
-    "tune_selection": ".tuning",
     "Backbone": "._backbones._base",
     "Preprocessing": "._backbones._base",
     "create_backbone": "._backbones",
@@ -42,6 +45,10 @@ _SUBMODULES = ("baselines", "datasets", "report", "serving", "tuning")
 __all__ = [
     "DLCScorer",
     "FlexRandSampler",
+    "SelectionSampler",
+    "prune",
+    "PruneResult",
+    "default_candidates",
     "OnnxDLCModel",
     "InstructionScorer",
     "select_instructions",
@@ -51,7 +58,6 @@ __all__ = [
     "select_from_scores",
     "own_class_scores",
     "tune_gamma",
-    "tune_selection",
     "Backbone",
     "Preprocessing",
     "create_backbone",
@@ -92,4 +98,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._scorer import DLCScorer
     from ._driver import own_class_scores
     from ._selection import select_from_scores
-    from .tuning import tune_gamma, tune_selection
+    from ._prune import PruneResult, prune
+    from ._selection_sampler import SelectionSampler
+    from ._selection_search import default_candidates
+    from .tuning import tune_gamma

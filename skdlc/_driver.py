@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from . import _layout
+from ._layout import class_index
 from ._losses import per_class_losses
 from ._prototypes import class_sums, means_from_sums
 
@@ -331,19 +333,6 @@ def embed(source: FeatureSource, *, desc: str = "DLC embedding") -> np.ndarray:
     raise RuntimeError("the source yielded no variant")  # pragma: no cover
 
 
-def class_index(classes: np.ndarray, y) -> np.ndarray:
-    """Column of each label in ``classes`` (sorted); names unseen labels in the error."""
-    y = np.asarray(y).ravel()
-    idx = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-    unknown = classes[idx] != y
-    if unknown.any():
-        raise ValueError(
-            f"y has labels unseen in fit: {np.unique(y[unknown])[:5].tolist()}; "
-            f"known classes: {classes[:10].tolist()}"
-        )
-    return idx
-
-
 def own_class(per_class: np.ndarray, classes: np.ndarray, y) -> np.ndarray:
     """Each row's entry of its own class, from (n, [D +] n_classes) ``transform`` output.
 
@@ -351,11 +340,9 @@ def own_class(per_class: np.ndarray, classes: np.ndarray, y) -> np.ndarray:
     sample from a ``transform`` output already at hand (``score_samples`` without a second
     pass).
     """
-    idx = class_index(classes, y)
-    scores = per_class[:, -len(classes):]
-    if len(scores) != len(idx):
-        raise ValueError(f"X has {len(scores)} samples but y has {len(idx)}")
-    return scores[np.arange(len(idx)), idx]
+    idx = _layout.class_index(classes, y)
+    _, block = _layout.split_columns(np.asarray(per_class), len(classes))
+    return _layout.own_class(block, idx)
 
 
 def transform_input(plan: Plan, engine, X, *, input_spec, batch_size: int, ratios: Sequence[float],

@@ -10,9 +10,14 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
-from skdlc._selection import STRATEGIES, select_per_group
+from ._layout import own_class, split_columns
+from ._selection import STRATEGIES, herd_per_group, pca_projection, select_per_group
 
-__all__ = ["FlexRandSampler"]
+__all__ = ["FlexRandSampler", "SAMPLER_STRATEGIES"]
+
+#: Every strategy of the sampler family: the score-based rules of
+#: :func:`skdlc.select_from_scores`, and ``"herding"``, which reads the embedding.
+SAMPLER_STRATEGIES = STRATEGIES + ("herding",)
 
 
 class FlexRandSampler(BaseSampler):
@@ -44,13 +49,17 @@ class FlexRandSampler(BaseSampler):
         Fraction of each class to keep, in ``(0, 1]``. At least one sample of every
         class is kept; ``1.0`` keeps everything.
 
-    gamma : float, default=0.5
+    gamma : float or "auto", default=0.5
         Quantile, in ``(0, 1)``, of the split between the easy interval (the
         ``round_half_up(gamma * N_k)`` lowest-scored samples of the class) and the
         hard interval (the rest). Small ``gamma`` favours easy samples, large
-        ``gamma`` hard ones. Used by ``"flexrand"`` and ``"flexible"``.
+        ``gamma`` hard ones. Used by ``"flexrand"`` and ``"flexible"``. ``"auto"``:
+        the paper's procedure, :func:`skdlc.tune_gamma` (0.05, ..., 0.95 on a
+        stratified 80/20 split, a linear probe on the embedding columns of ``X``,
+        which must be ``DLCScorer(embedding=True)`` output); the result is in
+        ``gamma_`` and ``gamma_search_``.
 
-    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins"}, \
+    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins", "herding"}, \
             default="flexrand"
         How the ``M_k`` samples of each class are chosen:
 
@@ -64,7 +73,13 @@ class FlexRandSampler(BaseSampler):
           the easy interval and the ``floor(M/2)`` easiest of the hard interval,
           i.e. the samples nearest the split;
         - ``"bins"``: Dataset-Quantization style, ``n_bins`` equal-count score bins
-          and ``M / n_bins`` at random from each.
+          and ``M / n_bins`` at random from each;
+        - ``"herding"``: a representative subset, not a hardness-based one: per class,
+          the greedy order that keeps the kept rows' mean on the class mean (Welling
+          2009), in a PCA projection (at most 128 dimensions) of the embedding columns
+          of ``X``, fitted on the rows given. Needs ``DLCScorer(embedding=True)``
+          output; deterministic. With ``drop_hardest``, the class's hardest tail is
+          left out first.
 
         Ties in score are broken by row order (a stable sort); see
         :func:`skdlc.select_from_scores` for the exact rules.
@@ -77,7 +92,7 @@ class FlexRandSampler(BaseSampler):
         strategy chooses (never so many that fewer than ``M_k`` remain). With noisy
         labels the hardest samples are mostly mislabelled ones: ``strategy="random",
         drop_hardest=0.2`` is random selection among the 80% easiest of each class.
-        :func:`skdlc.tuning.tune_selection` chooses it by cross-validation.
+        :class:`~skdlc.SelectionSampler` chooses it by cross-validation.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the random strategies. Each class gets its own generator, spawned from
@@ -94,6 +109,12 @@ class FlexRandSampler(BaseSampler):
 
     n_kept_per_class_ : dict
         Class label -> number of rows kept of that class (``M_k``).
+
+    gamma_ : float
+        The gamma used (``gamma``, or the one ``gamma="auto"`` chose).
+
+    gamma_search_ : sklearn.utils.Bunch or None
+        With ``gamma="auto"``: what :func:`skdlc.tune_gamma` returned; else None.
 
     sampling_strategy_ : dict
         Same content as ``n_kept_per_class_`` (imbalanced-learn's name for the number
@@ -152,8 +173,8 @@ class FlexRandSampler(BaseSampler):
 
     _parameter_constraints: dict = {
         "keep_ratio": [Interval(Real, 0, 1, closed="right")],
-        "gamma": [Interval(Real, 0, 1, closed="neither")],
-        "strategy": [StrOptions(set(STRATEGIES))],
+        "gamma": [Interval(Real, 0, 1, closed="neither"), StrOptions({"auto"})],
+        "strategy": [StrOptions(set(SAMPLER_STRATEGIES))],
         "n_bins": [Interval(Integral, 1, None, closed="left")],
         "drop_hardest": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
@@ -206,24 +227,10 @@ class FlexRandSampler(BaseSampler):
         return X, y, binarize_y
 
     def _read_scores(self, X, y_codes, n_classes):
-        n_features = X.shape[1]
-        if n_features == 1:
-            cols = X[:, [0]]
-        elif n_features >= n_classes:
-            cols = X[:, n_features - n_classes :]
-        else:
-            raise ValueError(
-                f"X has {n_features} columns but y has {n_classes} classes: X must be "
-                "a single score column, or end with one score column per class "
-                f"(the last {n_classes} columns, in sorted class order)."
-            )
-        cols = cols.toarray() if sparse.issparse(cols) else np.asarray(cols)
-        if cols.shape[1] == 1:
-            scores = cols[:, 0]
-        else:
-            scores = cols[np.arange(cols.shape[0]), y_codes]
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        emb, per_class = split_columns(X, n_classes, need_embedding=self.strategy == "herding")
         try:
-            scores = scores.astype(np.float64)
+            scores = own_class(per_class, y_codes).astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Scores in X must be numeric: {exc}") from exc
         bad = ~np.isfinite(scores)
@@ -233,23 +240,45 @@ class FlexRandSampler(BaseSampler):
                 f"or inf), e.g. row {int(np.flatnonzero(bad)[0])}; every row needs a "
                 "finite score."
             )
-        return scores
+        return scores, emb
 
     def _fit_resample(self, X, y):
         classes, y_codes = np.unique(y, return_inverse=True)
         y_codes = y_codes.ravel()
-        scores = self._read_scores(X, y_codes, classes.size)
+        scores, emb = self._read_scores(X, y_codes, classes.size)
 
-        random_state = check_random_state(self.random_state)
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-        idx, counts = select_per_group(scores, y_codes, classes.size, self.keep_ratio, self.strategy,
-                                       self.gamma, seed, n_bins=self.n_bins, drop_hardest=self.drop_hardest)
+        self.gamma_, self.gamma_search_ = self.gamma, None
+        if self.gamma == "auto":
+            self.gamma_search_ = self._tune_gamma(X, y)
+            self.gamma_ = self.gamma_search_.best_gamma
+        if self.strategy == "herding":
+            emb = np.asarray(emb, dtype=np.float64)
+            if not np.isfinite(emb).all():
+                raise ValueError("the embedding columns of X contain NaN or infinity; "
+                                 "herding needs finite features")
+            idx, counts = herd_per_group(scores, pca_projection(emb), y_codes, classes.size,
+                                         self.keep_ratio, drop_hardest=self.drop_hardest)
+        else:
+            random_state = check_random_state(self.random_state)
+            seed = int(random_state.randint(np.iinfo(np.int32).max))
+            idx, counts = select_per_group(scores, y_codes, classes.size, self.keep_ratio,
+                                           self.strategy, self.gamma_, seed, n_bins=self.n_bins,
+                                           drop_hardest=self.drop_hardest)
         n_kept = dict(zip(classes.tolist(), counts))
         self.sample_indices_ = idx
         self.scores_ = scores
         self.n_kept_per_class_ = n_kept
         self.sampling_strategy_ = dict(n_kept)
         return _safe_indexing(X, idx), _safe_indexing(y, idx)
+
+    def _tune_gamma(self, X, y):
+        from .tuning import GAMMA_STRATEGIES, tune_gamma
+
+        if self.strategy not in GAMMA_STRATEGIES:
+            raise ValueError(f"gamma='auto' tunes the split of {GAMMA_STRATEGIES}; strategy "
+                             f"{self.strategy!r} does not use gamma")
+        return tune_gamma(X, y, keep_ratio=self.keep_ratio, strategy=self.strategy,
+                          random_state=self.random_state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -575,3 +575,35 @@ def select_herding(scores, Z, n_keep, drop_hardest=0.0):
     rows = (drop_hardest_tail(scores, n_keep, drop_hardest) if drop_hardest
             else np.arange(scores.size))
     return _done(rows[herding_order(Z[rows], n_keep)])
+
+
+def pca_projection(E, n_components=128):
+    """Centred PCA projection (float32) of ``E`` to at most ``n_components`` dimensions.
+
+    Label-free, fitted on the rows given (inside a cross-validation fold, only that
+    fold's rows). Herding follows the class mean in this projection: the embedding's
+    own geometry, without the noise of its many low-variance directions.
+    """
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
+    E = np.asarray(E, dtype=np.float32)
+    k = min(int(n_components), E.shape[1], max(1, E.shape[0] - 1))
+    if k >= E.shape[1]:
+        return E - E.mean(0)
+    with threadpool_limits(limits=1, user_api="blas"):
+        solver = "randomized" if k < min(E.shape) // 2 else "full"
+        return PCA(k, svd_solver=solver, random_state=0).fit_transform(E).astype(np.float32)
+
+
+def herd_per_group(scores, Z, codes, n_groups, keep_ratio, *, drop_hardest=0.0):
+    """:func:`select_herding` within every group: the kept rows, sorted, and the counts."""
+    codes = np.asarray(codes)
+    kept, counts = [], []
+    for k in range(n_groups):
+        rows = np.flatnonzero(codes == k)
+        m = n_to_keep(rows.size, keep_ratio)
+        kept.append(rows[select_herding(scores[rows], Z[rows], m, drop_hardest=drop_hardest)])
+        counts.append(m)
+    idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.intp)
+    return idx, counts

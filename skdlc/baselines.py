@@ -692,7 +692,7 @@ class HerdingScorer(_GreedyOrderScorer):
     )
 
     def _order(self, Z):
-        from ._selection import herding_order  # shared with tune_selection's candidate
+        from ._selection import herding_order  # shared with the herding strategy
 
         return herding_order(Z)
 

@@ -153,7 +153,7 @@ def test_prune_same_result_from_folder_and_manifest(folder, tmp_path):
 def test_prune_gamma_auto(folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert _prune(folder, out, "--keep", "0.5", "--strategy", "flexrand", "--gamma", "auto",
-                  "--tune-repeats", "1") == 0
+                  ) == 0
     summary = json.loads((out / "summary.json").read_text())
     search = summary["gamma_search"]
     assert summary["gamma_source"] == "auto"
@@ -411,5 +411,6 @@ def test_keep_everything_skips_the_selection_search(folder, tmp_path):
     assert _prune(folder, out, "--keep", "1", "--no-report") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_kept"] == summary["n_images"]
-    assert summary["selection"] is None  # no cross-validation when nothing is left out
-    assert any("selection search skipped" in n for n in summary["notes"])
+    # no cross-validation when nothing is left out, and the summary says so
+    assert summary["selection"]["cross_validated"] is False
+    assert "everything is kept" in summary["selection"]["rule"]

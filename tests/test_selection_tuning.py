@@ -5,11 +5,13 @@ import warnings
 import numpy as np
 import pytest
 
-from skdlc import FlexRandSampler
+import pandas as pd
+
+from skdlc import FlexRandSampler, SelectionSampler
 from skdlc._calibration import Calibration, calibrate, ncm_accuracy, probe_grid, sample_rows
 from skdlc._ratios import cumulative_ratios, resolve_mask_ratios
 from skdlc._selection import drop_hardest_tail, select
-from skdlc.tuning import default_candidates, tune_gamma, tune_selection
+from skdlc.tuning import default_candidates, tune_gamma
 
 
 # ------------------------------------------------------------------ calibration
@@ -112,7 +114,7 @@ def test_sampler_drop_hardest_validated_and_applied():
         FlexRandSampler(0.4, drop_hardest=-0.1).fit(s[:, None], y)
 
 
-# ------------------------------------------------------------------ tune_selection
+# ------------------------------------------------------------------ SelectionSampler
 def _noisy_problem(seed=0, n_per_class=120, rate=0.3):
     rng = np.random.default_rng(seed)
     K = 3
@@ -125,61 +127,122 @@ def _noisy_problem(seed=0, n_per_class=120, rate=0.3):
     return emb, scores, yn
 
 
-def test_tune_selection_drops_noise_when_it_pays():
+def _layout(emb, scores, y):
+    """DLCScorer(embedding=True) layout: the embedding, then one score column per class."""
+    K = np.unique(y).size
+    s = np.asarray(scores, dtype=float)
+    return np.hstack([emb, s if s.ndim == 2 else np.tile(s[:, None], (1, K))])
+
+
+def _select(emb, scores, y, keep, **kw):
+    return SelectionSampler(keep, **kw).fit(_layout(emb, scores, y), y)
+
+
+def test_selection_sampler_drops_noise_when_it_pays():
     emb, scores, yn = _noisy_problem()
-    # the sampler's candidates only: herding (simpler) is within one SE here too
+    # the score-based candidates only: herding (simpler) is within one SE here too
     sampler_cands = [c for c in default_candidates() if c["strategy"] != "herding"]
-    res = tune_selection(emb, scores, yn, 0.5, candidates=sampler_cands, random_state=0)
-    assert res.params.get("drop_hardest", 0) > 0
-    t = res.table
-    assert t.chosen.sum() == 1 and {"candidate", "mean", "sem", "fold_0"} <= set(t.columns)
-    best = t["mean"].max()
+    res = _select(emb, scores, yn, 0.5, candidates=sampler_cands, random_state=0)
+    assert res.best_params_.get("drop_hardest", 0) > 0
+    t = pd.DataFrame(res.cv_results_)
+    assert t.chosen.sum() == 1 and {"candidate", "mean_test_score", "sem_test_score",
+                                    "split0_test_score"} <= set(t.columns)
+    best = t["mean_test_score"].max()
     row = t[t.chosen].iloc[0]
-    assert row["mean"] >= best - t.loc[t["mean"].idxmax(), "sem"] - 1e-12
-    d = res.to_dict()
-    assert set(d) == {"strategy", "gamma", "params", "rule", "table"}
-    assert len(d["table"]) == len(t)
+    assert row["mean_test_score"] >= best - t.loc[t["mean_test_score"].idxmax(), "sem_test_score"] - 1e-12
+    assert t.index[t.chosen][0] == res.best_index_
+    d = res.summary()
+    assert {"strategy", "gamma", "params", "rule", "table", "n_cv_samples"} <= set(d)
+    assert len(d["table"]) == len(t) and d["cross_validated"]
+    # the chosen candidate, fitted on all rows, is what was kept
+    want = FlexRandSampler(0.5, **res.best_params_, random_state=res.sampler_.random_state).fit(
+        _layout(emb, scores, yn), yn).sample_indices_
+    np.testing.assert_array_equal(res.sample_indices_, want)
 
 
-def test_tune_selection_prefers_random_when_nothing_helps():
-    rng = np.random.default_rng(1)
-    y = np.repeat(np.arange(3), 100)
-    emb = rng.normal(size=(300, 6)) + np.eye(3, 6)[y]
-    res = tune_selection(emb, rng.random(300), y, 0.5, random_state=0)
-    assert res.strategy == "random" and not res.params.get("drop_hardest")
+def test_selection_sampler_prefers_simple_choices_when_nothing_helps():
+    # uninformative scores: the simplest candidates (random, or herding, which needs no
+    # score) win in most draws; a 23-way maximum over folds is noisy, hence 3 of 4
+    simple = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        y = np.repeat(np.arange(3), 300)
+        emb = rng.normal(size=(900, 6)) + np.eye(3, 6)[y]
+        res = _select(emb, rng.random(900), y, 0.5, random_state=0)
+        simple += res.strategy_ in ("random", "herding") and not res.best_params_.get("drop_hardest")
+    assert simple >= 3
 
 
-def test_tune_selection_per_class_scores_and_candidates():
+def test_selection_sampler_per_class_scores_and_candidates():
     emb, scores, yn = _noisy_problem(seed=2)
     per_class = np.tile(scores[:, None], (1, 3))
-    res = tune_selection(emb, per_class, yn, 0.3, cv=3,
-                         candidates=[{"strategy": "easy"}], random_state=0)
-    assert set(res.table.candidate) == {"random", "easy"}  # random always compared
-    assert [c for c in res.table.columns if c.startswith("fold_")] == ["fold_0", "fold_1", "fold_2"]
+    res = _select(emb, per_class, yn, 0.3, cv=3, candidates=[{"strategy": "easy"}], random_state=0)
+    assert set(res.cv_results_["candidate"]) == {"random", "easy"}  # random always compared
+    assert [k for k in res.cv_results_ if k.startswith("split")] == [
+        "split0_test_score", "split1_test_score", "split2_test_score"]
     with pytest.raises(ValueError):
-        tune_selection(emb, scores, yn, 0.3, candidates=[{"strategy": "nope"}])
+        _select(emb, scores, yn, 0.3, candidates=[{"strategy": "nope"}])
     with pytest.raises(ValueError, match="keep_ratio"):
-        tune_selection(emb, scores, yn, 0.0)
+        _select(emb, scores, yn, 0.0)
+    with pytest.raises(ValueError, match="embedding"):  # scores only: nothing to probe
+        SelectionSampler(0.3).fit(per_class, yn)
 
 
-def test_tune_selection_warns_on_tiny_folds_and_keeps_all():
+def test_selection_sampler_warns_on_tiny_folds_and_keeps_all():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 12)
     emb = rng.normal(size=(24, 4))
     with pytest.warns(UserWarning, match="noise"):
-        tune_selection(emb, rng.random(24), y, 0.5, random_state=0)
-    res = tune_selection(emb, rng.random(24), y, 1.0)
-    assert res.strategy == "random"
+        _select(emb, rng.random(24), y, 0.5, random_state=0)
+    res = _select(emb, rng.random(24), y, 1.0)
+    assert res.strategy_ == "random" and len(res.sample_indices_) == 24
+    assert "everything is kept" in res.rule_ and not res.summary()["cross_validated"]
+
+
+def test_selection_sampler_singleton_class_does_not_turn_off_the_comparison():
+    emb, scores, yn = _noisy_problem()
+    emb = np.vstack([emb, np.zeros((1, emb.shape[1]))])
+    yn = np.r_[yn, 3]  # a class of one row
+    res = _select(emb, np.r_[scores, 0.5], yn, 0.5, random_state=0)
+    assert res.summary()["cross_validated"] and "fewer than 5 rows" in res.rule_
+    assert res.best_params_.get("drop_hardest", 0) > 0 or res.strategy_ != "random"
+    assert 360 in res.sample_indices_  # the singleton keeps its one row
+    # only one class big enough: no comparison, random, and the rule says why
+    y2 = np.r_[np.zeros(30, int), [1, 2]]
+    r2 = _select(np.random.default_rng(0).normal(size=(32, 3)), np.arange(32.0), y2, 0.5)
+    assert r2.strategy_ == "random" and "impossible" in r2.rule_
+
+
+def test_selection_sampler_subsamples_the_comparison():
+    emb, scores, yn = _noisy_problem(n_per_class=400)
+    full = _select(emb, scores, yn, 0.5, random_state=0)
+    sub = _select(emb, scores, yn, 0.5, random_state=0, max_cv_samples=900)
+    assert sub.n_cv_samples_ == 900 and full.n_cv_samples_ == 1200
+    for res in (sub, full):  # both choices leave out most flipped rows (scored > 1; 30% of all)
+        assert np.mean(scores[res.sample_indices_] > 1) < 0.15
+    assert len(sub.sample_indices_) == len(full.sample_indices_)
 
 
 def test_default_candidates_are_valid_sampler_settings():
     for c in default_candidates():
-        if c["strategy"] == "herding":  # selects on the embedding, not through the sampler
-            assert set(c) <= {"strategy", "drop_hardest"}
-            continue
         FlexRandSampler(0.5, **c)._validate_params()
     assert default_candidates()[0] == {"strategy": "random"}
     assert {"strategy": "herding"} in default_candidates()
+
+
+def test_selection_sampler_in_a_grid_search_over_keep_ratio():
+    from imblearn.pipeline import make_pipeline
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    emb, scores, yn = _noisy_problem()
+    X = _layout(emb, scores, yn)
+    pipe = make_pipeline(SelectionSampler(random_state=0, cv=3,
+                                          candidates=[{"strategy": "random", "drop_hardest": 0.2}]),
+                         LogisticRegression(max_iter=500))
+    grid = GridSearchCV(pipe, {"selectionsampler__keep_ratio": [0.3, 0.6]}, cv=3).fit(X, yn)
+    assert grid.best_params_["selectionsampler__keep_ratio"] in (0.3, 0.6)
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
 
 
 # ------------------------------------------------------------------ herding candidate
@@ -205,48 +268,37 @@ def test_herding_order_and_select_herding():
     assert len(kept) == 3 and 4 not in kept
 
 
-def test_tune_selection_chooses_herding_where_representative_wins():
+def test_selection_sampler_chooses_herding_where_representative_wins():
     wins = 0
     for seed in range(3):
         emb, scores, y = _heavy_tailed(seed)
-        res = tune_selection(emb, scores, y, 0.1, random_state=seed)
-        t = res.table.set_index("candidate")
-        assert t.loc["herding", "mean"] > t.loc["random", "mean"] + 0.03
-        wins += res.strategy == "herding" and not res.params.get("drop_hardest")
-        assert res.gamma is None and res.to_dict()["params"]["strategy"] == res.strategy
+        res = _select(emb, scores, y, 0.1, random_state=seed)
+        t = pd.DataFrame(res.cv_results_).set_index("candidate")
+        assert t.loc["herding", "mean_test_score"] > t.loc["random", "mean_test_score"] + 0.01
+        wins += res.strategy_ == "herding" and not res.best_params_.get("drop_hardest")
+        assert res.summary()["gamma"] is None and res.summary()["params"]["strategy"] == res.strategy_
     assert wins == 3  # uninformative scores: no dropped tail is needed
 
 
-def test_selection_result_select_reproduces_and_applies_every_kind():
+def test_herding_strategy_of_the_sampler():
     emb, scores, y = _heavy_tailed(0)
-    res = tune_selection(emb, scores, y, 0.1, random_state=0)
-    assert res.strategy == "herding"
-    a = res.select(emb, scores, y, 0.1, random_state=0)
-    b = res.select(emb, scores, y, 0.1, random_state=1)  # herding has no draw
-    np.testing.assert_array_equal(a, b)
+    X = _layout(emb, scores, y)
+    a = FlexRandSampler(0.1, strategy="herding", random_state=0).fit(X, y).sample_indices_
+    b = FlexRandSampler(0.1, strategy="herding", random_state=1).fit(X, y).sample_indices_
+    np.testing.assert_array_equal(a, b)  # herding has no draw
     assert len(a) == 60 and np.all(np.bincount(y[a]) == 20) and np.all(np.diff(a) > 0)
     # the same rows as herding each class by hand on the embedding's PCA
-    from skdlc._selection import herding_order
-    from skdlc.tuning import _pca
+    from skdlc._selection import herding_order, pca_projection
 
-    P = _pca(emb, random_state=0)
+    P = pca_projection(emb)
     rows0 = np.flatnonzero(y == 0)
     np.testing.assert_array_equal(a[y[a] == 0], np.sort(rows0[herding_order(P[rows0], 20)]))
     with pytest.raises(ValueError, match="embedding"):
-        res.select(None, scores, y, 0.1)
-    # a FlexRand-kind result reproduces the sampler it stands for
+        FlexRandSampler(0.1, strategy="herding").fit(scores[:, None], y)
+    # a herding candidate with a dropped tail avoids the tail
     emb2, scores2, yn = _noisy_problem()
-    r2 = tune_selection(emb2, scores2, yn, 0.5, random_state=0,
-                        candidates=[{"strategy": "random", "drop_hardest": 0.2}])
-    r2.params, r2.strategy = {"strategy": "random", "drop_hardest": 0.2}, "random"
-    want = FlexRandSampler(0.5, strategy="random", drop_hardest=0.2, random_state=3).fit(
-        scores2[:, None], yn).sample_indices_
-    np.testing.assert_array_equal(r2.select(None, scores2, yn, 0.5, random_state=3), want)
-    # a herding candidate with a dropped tail avoids the tail on the full data too
-    r3 = tune_selection(emb2, scores2, yn, 0.5, random_state=0,
-                        candidates=[{"strategy": "herding", "drop_hardest": 0.2}])
-    r3.params = {"strategy": "herding", "drop_hardest": 0.2}
-    kept = r3.select(emb2, scores2, yn, 0.5)
+    kept = FlexRandSampler(0.5, strategy="herding", drop_hardest=0.2).fit(
+        _layout(emb2, scores2, yn), yn).sample_indices_
     from skdlc._selection import n_to_keep
 
     for k in range(3):
@@ -255,8 +307,6 @@ def test_selection_result_select_reproduces_and_applies_every_kind():
         assert len(mine) == n_to_keep(rows.size, 0.5)
         tail = rows[np.argsort(scores2[rows])[-round(0.2 * rows.size):]]
         assert not np.intersect1d(mine, tail).size  # the dropped tail stays out
-    with pytest.raises(ValueError, match="herding"):
-        tune_selection(emb2, scores2, yn, 0.5, candidates=[{"strategy": "herding", "gamma": 0.5}])
 
 
 # ------------------------------------------------------------------ tune_gamma (issue 12)

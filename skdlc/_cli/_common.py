@@ -19,8 +19,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LabelledImages",
     "read_labelled_images",
-    "read_image_folder",
-    "read_manifest",
     "check_images",
     "parse_keep",
     "parse_image_size",
@@ -31,11 +29,11 @@ __all__ = [
     "parse_fractions",
     "write_csv",
     "write_json",
-    "embed",
 ]
 
 # Reading lives in skdlc.datasets (public); the CLI turns its errors into one-line ones.
 from ..datasets import IMAGE_EXTENSIONS, LabelledImages  # noqa: E402
+from .._outputs import counts_by_class, fmt_score, write_csv, write_json  # noqa: E402,F401
 
 
 def read_labelled_images(data: str | os.PathLike) -> LabelledImages:
@@ -45,24 +43,6 @@ def read_labelled_images(data: str | os.PathLike) -> LabelledImages:
     try:
         return _read(data)
     except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from None
-
-
-def read_image_folder(root: Path) -> LabelledImages:
-    from ..datasets import read_image_folder as _read
-
-    try:
-        return _read(root)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-
-
-def read_manifest(csv_path: Path) -> LabelledImages:
-    from ..datasets import read_manifest as _read
-
-    try:
-        return _read(csv_path)
-    except ValueError as exc:
         raise CLIError(str(exc)) from None
 
 
@@ -238,50 +218,3 @@ def check_out_file(out: Path, option: str = "--out") -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CLIError(f"{option} {out}: its folder cannot be written: {reason}") from None
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV atomically: readers see the old file or the whole new one."""
-    from .._io import atomic_write
-
-    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def write_json(path: Path, obj) -> None:
-    from .._io import atomic_write
-
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.write("\n")
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def fmt_score(x: float) -> str:
-    return f"{float(x):.8g}"
-
-
-# ------------------------------------------------------------------- embeddings
-def embed(scorer, X) -> np.ndarray:
-    """Features of the full (unmasked) model for new samples: ``scorer.embed(X)``.
-
-    Runs only the unmasked backbone (``transform`` would run every masked variant):
-    this is what a linear probe sees at test time.
-    """
-    return scorer.embed(X)
-
-
-def counts_by_class(labels: np.ndarray) -> dict[str, int]:
-    values, counts = np.unique(labels, return_counts=True)
-    return {str(v): int(c) for v, c in zip(values, counts)}

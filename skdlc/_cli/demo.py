@@ -6,10 +6,11 @@
    ``--noise`` of their labels flipped to another class at random (the test labels stay
    clean). Each regime scores its training set with ``DLCScorer(embedding=True)`` (the
    noisy labels change the class prototypes, so the scores too).
-3. For every keep ratio: the library's default selection (``tune_selection``: 5-fold
+3. For every keep ratio: the library's default selection (``SelectionSampler``: 5-fold
    cross-validation on the training set picks the simplest candidate within one
-   standard error of the best, random being the simplest), and a Random subset of the
-   same size, over several seeds; the same linear probe on each, measured on the test set.
+   standard error of the best, random being the simplest; its choice is then drawn
+   with every seed), and a Random subset of the same size, over several seeds; the
+   same linear probe on each, measured on the test set.
 4. Print the table (mean and std over seeds) and write a PNG plot and the raw numbers
    (JSON) to ``--out``.
 """
@@ -27,7 +28,6 @@ import numpy as np
 
 from . import CLIError
 from ._common import (
-    embed,
     parse_fractions,
     parse_mask_ratios,
     parse_positive_int,
@@ -150,25 +150,28 @@ def run(args) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from .. import FlexRandSampler, own_class_scores
-    from ..tuning import default_probe, fit_probe, tune_selection
+    from .. import FlexRandSampler, SelectionSampler
+    from .._layout import split_columns
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..tuning import fit_probe
 
     images, target, names = _load(args.dataset)
     train, test = _split(target, n_train, n_test)
     X_train, y_clean, X_test, y_test = images[train], target[train], images[test], target[test]
     log(f"skdlc demo: {args.dataset}, {len(train)} training / {len(test)} test images, "
         f"backbone {args.backbone} at {args.image_size} px; regimes: clean, {noise:.0%} noisy labels")
-    probe = default_probe()
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))  # the downstream
     regimes, t_score, emb_test = [], 0.0, None
     for name, y_train in (("clean", y_clean), (f"{noise:.0%} noisy", _flip(y_clean, noise))):
         t1 = time.perf_counter()
         scorer = _scorer(args, mask_ratios, verbose)
         Xt = scorer.fit_transform(X_train, y_train)
-        K = len(scorer.classes_)
-        emb, per_class = Xt[:, :-K], Xt[:, -K:]
-        scores = own_class_scores(per_class, scorer.classes_, y_train)
+        emb, _ = split_columns(Xt, len(scorer.classes_))
         if emb_test is None:
-            emb_test = embed(scorer, X_test)
+            emb_test = scorer.embed(X_test)
         t_score += time.perf_counter() - t1
 
         def accuracy(idx, emb=emb, y_train=y_train) -> float:
@@ -180,12 +183,13 @@ def run(args) -> int:
         for keep in keep_ratios:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # small folds: the result table says so
-                sel = tune_selection(emb, per_class, y_train, keep, random_state=0)
-            choice = sel.table.loc[sel.table.chosen, "candidate"].item()
+                sel = SelectionSampler(keep, random_state=0).fit(Xt, y_train)
+            choice = sel.cv_results_["candidate"][sel.best_index_]
             rand, dflt = [], []
-            for seed in range(n_seeds):
-                r = FlexRandSampler(keep, strategy="random", random_state=seed).fit(scores[:, None], y_train)
-                kept = sel.select(emb, per_class, y_train, keep, random_state=seed)  # any candidate kind
+            for seed in range(n_seeds):  # the choice, drawn with every seed
+                r = FlexRandSampler(keep, strategy="random", random_state=seed).fit(Xt, y_train)
+                kept = FlexRandSampler(keep, **sel.best_params_, random_state=seed).fit(
+                    Xt, y_train).sample_indices_
                 rand.append(accuracy(r.sample_indices_))
                 dflt.append(accuracy(kept))
             rand, dflt = np.array(rand), np.array(dflt)
@@ -206,7 +210,7 @@ def run(args) -> int:
         "dataset": args.dataset, "noise": noise,
         "n_train": int(len(train)), "n_test": int(len(test)), "classes": names,
         "backbone": args.backbone, "input_size": args.image_size, "seeds": n_seeds,
-        "selection": "skdlc.tuning.tune_selection (5-fold, simplest within one standard error)",
+        "selection": "skdlc.SelectionSampler (5-fold, simplest within one standard error)",
         "probe": "StandardScaler + LogisticRegression(C=1) on the full model's embedding",
         "regimes": regimes,
         "time_s": {"scoring": round(t_score, 2), "total": round(total, 2)},

@@ -22,23 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from .._selection import STRATEGIES, round_half_up
+from .._sampler import SAMPLER_STRATEGIES
 from . import CLIError
 from ._common import (
     check_images,
     check_out_dir,
-    counts_by_class,
-    fmt_score,
     parse_gamma,
     parse_image_size,
     parse_keep,
     parse_mask_ratios,
     parse_positive_int,
     read_labelled_images,
-    write_csv,
-    write_json,
 )
 
 __all__ = ["add_parser", "run"]
@@ -84,11 +78,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "strategy by cross-validation (--strategy auto), or for an explicit "
                         "strategy tuned on a 20%% validation split as in the paper (default: auto)")
     p.add_argument("--strategy", default="auto",
-                   choices=("auto",) + tuple(STRATEGIES),
+                   choices=("auto",) + tuple(SAMPLER_STRATEGIES),
                    help="how each class's subset is chosen from its scores; 'auto': 5-fold "
                         "cross-validation on the data picks the simplest of random, random without "
                         "the hardest tail, flexrand, flexible, easy within one standard error of "
-                        "the best (skdlc.tuning.tune_selection); with a numeric --gamma, 'auto' "
+                        "the best (skdlc.SelectionSampler); with a numeric --gamma, 'auto' "
                         "means flexrand (default: auto)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
@@ -109,7 +103,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="what runs the masked models: 'auto' (default) uses ONNX Runtime on the CPU "
                         "when the backbone exports, torch otherwise; same scores")
     p.add_argument("--seed", type=int, default=0,
-                   help="seeds the mask-ratio draw, the gamma search and the sampler (default: 0)")
+                   help="seeds the selection: its cross-validation folds and random draws (default: 0)")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="cache folder for scores and features: a rerun with the same data and settings "
                         "skips scoring, and a killed run resumes from its last finished chunk")
@@ -128,7 +122,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="unreadable or missing image: stop naming it (default), or leave it out and list "
                         "it in skipped.csv")
-    p.add_argument("--tune-repeats", default="3", metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: ./<DATA name>_pruned); created if needed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -145,11 +138,6 @@ def _default_out(data: str) -> Path:
     return Path.cwd() / f"{stem or 'data'}_pruned"
 
 
-#: Every file (or folder) a prune run can write; a rerun removes the ones it does not
-#: write. summary.json comes last: it is the file that says the set is complete.
-OUTPUT_NAMES = ("scores.csv", "kept.csv", "skipped.csv", "report.html", "figures", "summary.json")
-
-
 def _chunk_size(text: str | None, batch_size: int, device: str) -> int:
     """Rows per resumable chunk: a few minutes of work at most when a run is killed."""
     if text is not None:
@@ -161,198 +149,75 @@ def _chunk_size(text: str | None, batch_size: int, device: str) -> int:
     return batch_size * (4 if resolve_device(device).type == "cpu" else 32)
 
 
+def _selection(strategy: str, gamma):
+    """The sampler the options name: the cross-validated default, or one fixed strategy."""
+    from .. import FlexRandSampler, SelectionSampler
+
+    if strategy == "auto" and gamma == "auto":
+        return SelectionSampler()
+    if strategy == "auto":  # a fixed gamma means the paper's sampler at that gamma
+        return FlexRandSampler(gamma=gamma)
+    if gamma == "auto" and strategy not in ("flexrand", "flexible"):
+        raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
+                       f"strategy {strategy!r} does not use gamma")
+    return FlexRandSampler(gamma=gamma, strategy=strategy)
+
+
+def _scorer(args, backbone, mask_ratios, image_size: int | None, batch_size: int):
+    from .. import DLCScorer
+
+    chunk = _chunk_size(args.chunk_size, batch_size, args.device) if args.cache else None
+    return DLCScorer(
+        backbone, mask_ratios=mask_ratios, masking="global" if mask_ratios == "cumulative" else "layer",
+        image_size=image_size, batch_size=batch_size, num_workers=args.num_workers,
+        device=args.device, engine=args.engine, backend=args.backend, ray_address=args.address,
+        num_gpus=args.num_gpus, memory=os.path.expanduser(args.cache) if args.cache else None,
+        **({"chunk_size": chunk} if chunk else {}),
+    )
+
+
 def run(args) -> int:
     t0 = time.perf_counter()
     keep = parse_keep(args.keep)
-    gamma = parse_gamma(args.gamma)
+    selection = _selection(args.strategy, parse_gamma(args.gamma))
     mask_ratios = parse_mask_ratios(args.mask_ratios)
-    tune_repeats = parse_positive_int(args.tune_repeats, "--tune-repeats")
     image_size = parse_image_size(args.image_size)
     batch_size = parse_positive_int(args.batch_size, "--batch-size")
-    if args.strategy == "auto" and gamma != "auto":
-        args.strategy = "flexrand"  # a fixed gamma means the paper's sampler at that gamma
-    if gamma == "auto" and args.strategy not in ("flexrand", "flexible", "auto"):
-        raise CLIError(f"--gamma auto tunes the split of 'flexrand' and 'flexible'; "
-                       f"strategy {args.strategy!r} does not use gamma")
     out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
     check_out_dir(out, "--out")  # before any model work
-    chunk_size = _chunk_size(args.chunk_size, batch_size, args.device) if args.cache else None
-    verbose = not args.quiet
 
-    # 1. Read and check the data, so every input problem shows up before scoring; the
+    # Read and check the data, so every input problem shows up before scoring; the
     # backbone is built in between so a bad name fails before any image is decoded.
-    from .. import DLCScorer, FlexRandSampler, create_backbone, own_class_scores
-    from .._data import input_kind
+    from .. import create_backbone, prune
+    from .._data import ImageReadError, input_kind
     from .._validation import check_class_labels
 
     data = read_labelled_images(args.data)
     backbone = create_backbone(args.backbone)
     if input_kind(backbone) != "images":
-        raise CLIError(
-            f"--backbone {args.backbone} takes {input_kind(backbone)}, not images; skdlc prune "
-            "scores image files: choose an image backbone (e.g. efficientnet_lite0), or score "
-            "texts from Python with DLCScorer"
-        )
-    data = check_images(data, args.on_error, verbose=verbose)
-    before = counts_by_class(data.labels)
+        raise CLIError(f"--backbone {args.backbone} takes {input_kind(backbone)}, not images; skdlc "
+                       "prune scores image files: choose an image backbone (e.g. efficientnet_lite0), "
+                       "or score texts from Python with skdlc.prune")
+    data = check_images(data, args.on_error, verbose=not args.quiet)
     try:
         check_class_labels(data.labels, what=str(data.source), unit="images")
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     t_read = time.perf_counter() - t0
 
-    # 2. Score.
-    scorer = DLCScorer(
-        backbone,
-        mask_ratios=mask_ratios,
-        masking="global" if mask_ratios == "cumulative" else "layer",
-        embedding=(gamma == "auto" or args.strategy == "auto") and keep < 1,  # the probe's features
-        image_size=image_size,
-        batch_size=batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
-        engine=args.engine,
-        memory=os.path.expanduser(args.cache) if args.cache else None,
-        **({"chunk_size": chunk_size} if chunk_size else {}),
-        backend=args.backend,
-        ray_address=args.address,
-        num_gpus=args.num_gpus,
-        random_state=args.seed,
-        verbose=verbose,
-    )
-    t1 = time.perf_counter()
-    from .._data import ImageReadError
-
+    scorer = _scorer(args, backbone, mask_ratios, image_size, batch_size)
     try:
-        Xt = scorer.fit_transform(data.paths, data.labels)
+        res = prune(data.paths, data.labels, keep_ratio=keep, scorer=scorer, selection=selection,
+                    random_state=args.seed, verbose=not args.quiet)
     except ImageReadError as exc:  # an image that broke while scoring (worker or not)
         raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
-    t_score = time.perf_counter() - t1
-    n_classes = len(scorer.classes_)
-    per_class = Xt[:, -n_classes:]
-    scores = own_class_scores(per_class, scorer.classes_, data.labels)
-    if not np.isfinite(scores).all():
-        bad = int((~np.isfinite(scores)).sum())
-        raise CLIError(f"the backbone gave non-finite scores for {bad} image(s); check the "
-                       "backbone's output (NaN features?)")
-
-    # 3. gamma.
-    t2 = time.perf_counter()
-    search = None
-    notes = list(data.notes)
-    strategy_used, params, selection = args.strategy, {}, None
-    emb = Xt[:, :-n_classes] if keep < 1 else None  # the probe's features (not scored at --keep 1)
-    chosen = None  # a cross-validated selection (--strategy auto), applied to all the data below
-    if keep == 1 and (args.strategy == "auto" or gamma == "auto"):
-        notes.append("--keep 1 keeps everything; selection search skipped")
-        strategy_used = "flexrand" if args.strategy == "auto" else args.strategy
-        gamma_used, gamma_source = 0.5, "auto (skipped: --keep 1)"
-    elif args.strategy == "auto":
-        from ..tuning import tune_selection
-
-        chosen = tune_selection(emb, per_class, data.labels, keep, random_state=args.seed)
-        strategy_used, params, selection = chosen.strategy, chosen.params, chosen.to_dict()
-        gamma_used, gamma_source = chosen.gamma, "auto (cross-validated with the strategy)"
-    elif gamma == "auto":
-        from ..tuning import tune_gamma
-
-        res = tune_gamma(
-            Xt, data.labels, keep_ratio=keep, strategy=args.strategy,
-            n_repeats=tune_repeats, random_state=args.seed, verbose=verbose,
-        )
-        gamma_used = res.best_gamma
-        search = {
-            "procedure": "stratified 80/20 split; FlexRand on the 80% at --keep for each gamma; "
-                         "StandardScaler + LogisticRegression on the full model's embedding; "
-                         "accuracy on the 20%; mean over repeats",
-            "n_train": int(res.train_indices.size),
-            "n_validation": int(res.validation_indices.size),
-            "n_repeats": tune_repeats,
-            "gammas": res.gammas.tolist(),
-            "mean_accuracy": [round(float(a), 6) for a in res.mean_accuracy],
-            "std_accuracy": [round(float(a), 6) for a in res.std_accuracy],
-            "random_subset_accuracy": round(float(np.mean(res.random_accuracy)), 6),
-            "best_gamma": gamma_used,
-        }
-        gamma_source = "auto"
-    elif args.strategy in ("flexrand", "flexible"):
-        gamma_used, gamma_source = float(gamma), "fixed"
-    else:
-        gamma_used, gamma_source = None, f"unused by strategy {args.strategy!r}"
-    t_tune = time.perf_counter() - t2
-
-    # 4. Select from ALL the data.
-    if chosen is not None:  # the cross-validated choice applies itself (herding too)
-        kept_idx = chosen.select(emb, scores, data.labels, keep, random_state=args.seed)
-    else:
-        kept_idx = FlexRandSampler(
-            keep, **{"gamma": 0.5 if gamma_used is None else gamma_used,
-                     "strategy": strategy_used, **params}, random_state=args.seed
-        ).fit(scores[:, None], data.labels).sample_indices_
-    kept_mask = np.zeros(len(data), dtype=bool)
-    kept_mask[kept_idx] = True
-    after = counts_by_class(data.labels[kept_mask])
-    for label, n in before.items():
-        if round_half_up(keep * n) == 0:
-            notes.append(f"class {label!r} has {n} image(s): {keep:g} of it rounds to 0; kept 1 "
-                         "(every class keeps at least one)")
-
-    # 5. Write: all computed, now the files (each atomic; summary.json last).
-    total = time.perf_counter() - t0
-    input_size = list(scorer.backbone_.preprocessing.input_size) if scorer.backbone_.preprocessing else None
-    summary = {
-        "data": str(data.source),
-        "data_kind": data.kind,
-        "n_images": len(data),
-        "n_kept": int(kept_mask.sum()),
-        "keep_ratio": keep,
-        "classes": [{"label": c, "before": before[c], "kept": after.get(c, 0)} for c in before],
-        "strategy": strategy_used,
-        "drop_hardest": float(params.get("drop_hardest", 0.0)),
-        "selection": selection,
-        "gamma": gamma_used,
-        "gamma_source": gamma_source,
-        "gamma_search": search,
-        "backbone": backbone.name,
-        "input_size": input_size,
-        "mask_ratios": [float(r) for r in scorer.mask_ratios_],
-        # what the calibrated path probed (ratios, nearest-class-mean accuracy, chance)
-        "calibration": None if scorer.calibration_ is None else scorer.calibration_.to_dict(),
-        "seed": args.seed,
-        "on_error": args.on_error,
-        "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
-        "notes": notes,
-        "time_s": {"read_and_check": round(t_read, 3), "scoring": round(t_score, 3),
-                   "gamma_search": round(t_tune, 3), "total": round(total, 3)},
-        "outputs": {"kept": "kept.csv", "scores": "scores.csv", "summary": "summary.json"},
-    }
-    if args.on_error == "skip":
-        summary["outputs"]["skipped"] = "skipped.csv"
-    labels = data.labels.tolist()
-    from .._io import output_set
-
-    with output_set(out, OUTPUT_NAMES) as tmp:
-        write_csv(tmp / "scores.csv", ("path", "label", "score", "kept"),
-                  ((p, l, fmt_score(s), int(k)) for p, l, s, k in zip(data.paths, labels, scores, kept_mask)))
-        write_csv(tmp / "kept.csv", ("path", "label", "score"),
-                  ((data.paths[i], labels[i], fmt_score(scores[i])) for i in kept_idx))
-        if args.on_error == "skip":
-            write_csv(tmp / "skipped.csv", ("path", "reason"), data.skipped)
-        if not args.no_report:  # secondary output: a failure becomes a note, the run is kept
-            from ..report import write_report
-
-            try:
-                write_report(tmp, scores=scores, labels=data.labels, kept=kept_mask, paths=data.paths,
-                             losses=per_class, classes=scorer.classes_,
-                             calibration=getattr(scorer, "calibration_", None), selection=selection or search,
-                             timings=summary["time_s"], command=["skdlc", *sys.argv[1:]],
-                             info={k: summary[k] for k in ("data", "backbone", "input_size", "mask_ratios",
-                                                           "keep_ratio", "strategy", "gamma", "seed")},
-                             title=f"skdlc prune: {data.source.name}")
-                summary["outputs"]["report"] = "report.html"
-            except Exception as exc:  # noqa: BLE001
-                notes.append(f"report not written ({type(exc).__name__}: {exc})")
-        write_json(tmp / "summary.json", summary)  # last: the set is complete
+    res.notes[:0] = data.notes
+    res.timings = {"read_and_check": t_read, **res.timings, "total": time.perf_counter() - t0}
+    extra = {"data": str(data.source), "data_kind": data.kind, "n_images": len(data),
+             "on_error": args.on_error, "skipped": [{"path": p, "reason": r} for p, r in data.skipped]}
+    summary = res.write(out, paths=data.paths, report=not args.no_report, extra=extra,
+                        skipped=data.skipped if args.on_error == "skip" else None,
+                        command=["skdlc", *sys.argv[1:]], title=f"skdlc prune: {data.source.name}")
     _print_summary(summary, out)
     return 0
 
@@ -367,11 +232,13 @@ def _print_summary(s: dict, out: Path) -> None:
       + ", ".join(f"{r:.2f}" for r in s["mask_ratios"]))
     g = s["gamma_search"]
     sel = s.get("selection")
-    if sel:
+    if sel and sel["cross_validated"]:
         row = next(r for r in sel["table"] if r["chosen"])
         ref = next(r for r in sel["table"] if r["candidate"] == "random")
         p(f"  selection {row['candidate']} (auto: {len(sel['table'])} candidates, cross-validated "
-          f"accuracy {row['mean'] or 0:.3f} vs {ref['mean'] or 0:.3f} for random)")
+          f"accuracy {row['mean']:.3f} vs {ref['mean']:.3f} for random)")
+    elif sel:
+        p(f"  selection {s['strategy']} (auto, not cross-validated: {sel['rule']})")
     elif s["gamma"] is None:
         p(f"  strategy {s['strategy']} (gamma not used)")
     elif g:
@@ -395,6 +262,6 @@ def _print_summary(s: dict, out: Path) -> None:
         p(f"  skipped {len(s['skipped'])} unreadable image(s), listed in {out / 'skipped.csv'}")
     t = s["time_s"]
     p(f"  time: {t['total']:.1f} s (reading {t['read_and_check']:.1f} s, scoring {t['scoring']:.1f} s, "
-      f"gamma search {t['gamma_search']:.1f} s)")
+      f"selection {t['selection']:.1f} s)")
     p(f"  wrote {out / 'kept.csv'}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else "")
       + (", report.html" if "report" in s["outputs"] else ""))

@@ -94,7 +94,8 @@ def _load(args):
 def run(args) -> int:
     from scipy.stats import spearmanr
 
-    from .. import DLCScorer, own_class_scores
+    from .. import DLCScorer
+    from .._layout import class_index, own_class, split_columns
     from ..baselines import SOptScorer, class_spearman
 
     X, y = _load(args)
@@ -105,8 +106,8 @@ def run(args) -> int:
     out = scorer.fit_transform(X, y)
     dlc_s = time.perf_counter() - t0
     K = len(scorer.classes_)
-    emb, per_class = out[:, :-K], out[:, -K:]
-    dlc = own_class_scores(per_class, scorer.classes_, y)
+    emb, per_class = split_columns(out, K)
+    dlc = own_class(per_class, class_index(scorer.classes_, y))
     sopt = SOptScorer("precomputed", epochs=args.epochs, lr=args.lr, random_state=args.seed).fit(emb, y)
     result = {
         "n_samples": int(len(y)),

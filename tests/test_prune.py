@@ -1,0 +1,77 @@
+"""skdlc.prune, the one-call main job: the same rows as the command line, and its outputs."""
+
+import csv
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import skdlc
+from skdlc import DLCScorer, FlexRandSampler, SelectionSampler
+from skdlc.datasets import make_image_folder, read_image_folder
+
+from tests.test_cli import TINY, _images, _run, tiny_backbones  # noqa: F401  (the fixture)
+
+
+def _kept_paths(out):
+    with open(out / "kept.csv", newline="", encoding="utf-8") as f:
+        return [row["path"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    X, y = _images(n_per_class=(20, 20, 20))
+    return make_image_folder(tmp_path / "data", X, y, class_names=["cat", "dog", "emu"])
+
+
+@pytest.mark.parametrize("extra", [[], ["--strategy", "flexrand", "--gamma", "0.3"]])
+def test_python_call_keeps_the_same_rows_as_the_command_line(data, tmp_path, extra):
+    out = tmp_path / "cli"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny folds
+        assert _run(["prune", data, "--keep", "0.4", "--backbone", TINY, "--seed", "3", "--quiet",
+                     "--no-report", "--out", out, *extra]) == 0
+        images = read_image_folder(data)
+        selection = None if not extra else FlexRandSampler(gamma=0.3)
+        res = skdlc.prune(images.paths, images.labels, keep_ratio=0.4, random_state=3,
+                          scorer=DLCScorer(TINY), selection=selection, verbose=False)
+    assert [images.paths[i] for i in res.kept_indices] == _kept_paths(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strategy"] == res.summary()["strategy"]
+    assert summary["mask_ratios"] == res.summary()["mask_ratios"]
+
+
+def test_prune_result_on_arrays_and_its_output_set(tmp_path):
+    X, y = _images(n_per_class=(20, 20, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = skdlc.prune(X, y, keep_ratio=0.5, scorer=DLCScorer(TINY), random_state=0, verbose=False)
+    assert len(res.kept_indices) == 30 and np.all(np.diff(res.kept_indices) > 0)
+    assert res.kept.sum() == 30 and res.kept[res.kept_indices].all()
+    assert res.losses.shape == (60, 3) and res.scores.shape == (60,)
+    np.testing.assert_allclose(res.scores, res.losses[np.arange(60), y])
+    assert isinstance(res.sampler, SelectionSampler) and res.selection["cross_validated"]
+    assert res.scorer.embedding is True and res.calibration is not None
+    summary = res.write(tmp_path / "out", report=False)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "scores.csv", encoding="utf-8")))
+    assert [r["index"] for r in rows] == [str(i) for i in range(60)]
+    assert sum(int(r["kept"]) for r in rows) == 30
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["n_kept"] == summary["n_kept"] == 30
+    assert on_disk["selection"]["strategy"] == res.selection["strategy"]
+
+
+def test_prune_validates_and_does_not_touch_its_arguments():
+    X, y = _images()
+    scorer = DLCScorer(TINY, embedding=False)
+    sampler = SelectionSampler(keep_ratio=0.9)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        skdlc.prune(X, y, keep_ratio=0)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        skdlc.prune(X, y, keep_ratio=1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = skdlc.prune(X, y, keep_ratio=0.5, scorer=scorer, selection=sampler, verbose=False)
+    assert scorer.embedding is False and sampler.keep_ratio == 0.9  # clones were fitted
+    assert not hasattr(scorer, "classes_") and res.sampler.keep_ratio == 0.5
