@@ -25,16 +25,14 @@ GLOBAL = [round(1 - 0.98**k, 4) for k in (10, 20, 30, 40, 50)] + [0.8, 0.9]
 IMAGE_SIZE = 64
 
 
-TEXT_SETS = {"multiemo": 500, "question_typing": 160}  # texts per class (about 2,000 each)
+TEXT_SETS = {"20newsgroups": 100, "reuters8": 250}  # texts per class (2,000 and 1,695)
 
 
 def load(dataset: str):
     from skdlc import datasets
 
     if dataset in TEXT_SETS:
-        from skdlc._text_data import load_text_classification
-
-        return load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
+        return datasets.load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
 
     if dataset == "cifar10":
         return datasets.load_cifar10(return_X_y=True)

@@ -187,7 +187,7 @@ def llm_checks(args, budget: Budget, rows: list, notes: list) -> None:
 
     import llm_throughput as L
     from skdlc import InstructionScorer
-    from skdlc._text_data import NI_TASK_MIX, load_natural_instructions
+    from skdlc.datasets import INSTRUCTION_TASK_MIX, load_instructions
 
     name = "InstructionScorer, CUDA, float32 (SmolLM2-135M)"
     if budget.left() < 90:
@@ -195,8 +195,8 @@ def llm_checks(args, budget: Budget, rows: list, notes: list) -> None:
         return
     try:
         ratios = [0.0, 0.1, 0.2]
-        per_task = -(-args.n_text // len(NI_TASK_MIX))
-        records = load_natural_instructions(n_per_task=per_task, instruction="full", random_state=0)
+        per_task = -(-args.n_text // len(INSTRUCTION_TASK_MIX))
+        records = load_instructions(n_per_task=per_task, random_state=0)
         records = records[: args.n_text]
         small = records[: args.n_text_ref]
         cpu = InstructionScorer(mask_ratios=ratios, batch_size=8, device="cpu").fit()

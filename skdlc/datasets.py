@@ -51,16 +51,18 @@ from ._paths import cache_dir
 __all__ = [
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
+    "INSTRUCTION_TASK_MIX",
+    "TEXT_CLASSIFICATION_SETS",
     "DatasetNotAvailableError",
     "ImageReadError",
     "LabelledImages",
     "PathManifest",
     "load_cifar10",
     "load_mnist",
-    "load_natural_instructions",
+    "load_instructions",
     "load_text_classification",
     "make_image_folder",
-    "natural_instructions_tasks",
+    "instruction_tasks",
     "read_image_folder",
     "read_labelled_images",
     "read_manifest",
@@ -96,8 +98,7 @@ _CIFAR10_MEMBER = "bigbench/benchmark_tasks/cifar10_classification/base64/task.j
 _FALLBACK_PIP = "pip==26.2.1"
 
 
-class DatasetNotAvailableError(RuntimeError):
-    """A data set's source could not be obtained (no registry access, bad archive)."""
+from ._data_common import DatasetNotAvailableError  # noqa: E402
 
 
 # Public names that live with the code using them (the decoder and the chunk store
@@ -107,8 +108,10 @@ _LAZY = {
     "ImageReadError": ("._data", "ImageReadError"),
     "PathManifest": ("._chunks", "PathManifest"),
     "load_text_classification": ("._text_data", "load_text_classification"),
-    "load_natural_instructions": ("._text_data", "load_natural_instructions"),
-    "natural_instructions_tasks": ("._text_data", "natural_instructions_tasks"),
+    "TEXT_CLASSIFICATION_SETS": ("._text_data", "TEXT_CLASSIFICATION_SETS"),
+    "load_instructions": ("._text_data", "load_instructions"),
+    "instruction_tasks": ("._text_data", "instruction_tasks"),
+    "INSTRUCTION_TASK_MIX": ("._text_data", "INSTRUCTION_TASK_MIX"),
 }
 
 
