@@ -6,7 +6,7 @@ never recomputed. Label noise changes labels only, so every noise level reuses t
 Also cached: the activations of the frozen early stages (input of the fine-tuned last
 stages, ``ft_in.npy``) for the CPU fine-tuning downstream.
 
-    nice -n 10 python benchmarks/_selection_features.py --dataset cifar10
+    nice -n 10 python benchmarks/_selection_features.py --dataset fashion-mnist
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def load(dataset: str):
     if dataset in TEXT_SETS:
         return datasets.load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
 
-    if dataset == "cifar10":
-        return datasets.load_cifar10(return_X_y=True)
+    if dataset == "fashion-mnist":
+        return datasets.load_fashion_mnist(return_X_y=True)  # the 10,000 test images
     if dataset == "mnist":
         return datasets.load_mnist(return_X_y=True)
     raise ValueError(dataset)

