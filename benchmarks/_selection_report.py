@@ -289,8 +289,8 @@ def write_report(raw: Path, out: Path) -> Path:
 
     P("## Reproduce\n")
     P("```")
-    P("nice -n 10 python benchmarks/_selection_features.py --dataset cifar10   # one pass per ratio, cached")
-    P("nice -n 10 python benchmarks/_selection_features.py --dataset mnist")
+    for ds in dict.fromkeys([*paths, *mats]):  # one pass per ratio, cached
+        P(f"nice -n 10 python benchmarks/_selection_features.py --dataset {ds}")
     for m in list(paths.values()) + list(mats.values()):
         P(f"nice -n 10 {m['command']}")
     for m in mats.values():
