@@ -6,7 +6,7 @@ never recomputed. Label noise changes labels only, so every noise level reuses t
 Also cached: the activations of the frozen early stages (input of the fine-tuned last
 stages, ``ft_in.npy``) for the CPU fine-tuning downstream.
 
-    nice -n 10 python benchmarks/_selection_features.py --dataset cifar10
+    nice -n 10 python benchmarks/_selection_features.py --dataset fashion-mnist
 """
 
 from __future__ import annotations
@@ -25,19 +25,17 @@ GLOBAL = [round(1 - 0.98**k, 4) for k in (10, 20, 30, 40, 50)] + [0.8, 0.9]
 IMAGE_SIZE = 64
 
 
-TEXT_SETS = {"multiemo": 500, "question_typing": 160}  # texts per class (about 2,000 each)
+TEXT_SETS = {"20newsgroups": 100, "reuters8": 250}  # texts per class (2,000 and 1,695)
 
 
 def load(dataset: str):
     from skdlc import datasets
 
     if dataset in TEXT_SETS:
-        from skdlc._text_data import load_text_classification
+        return datasets.load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
 
-        return load_text_classification(dataset, n_per_class=TEXT_SETS[dataset], random_state=0)
-
-    if dataset == "cifar10":
-        return datasets.load_cifar10(return_X_y=True)
+    if dataset == "fashion-mnist":
+        return datasets.load_fashion_mnist(return_X_y=True)  # the 10,000 test images
     if dataset == "mnist":
         return datasets.load_mnist(return_X_y=True)
     raise ValueError(dataset)

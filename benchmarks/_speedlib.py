@@ -44,11 +44,11 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def cifar(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n CIFAR-10 test images (uint8 32x32), n/10 per class."""
-    from skdlc.datasets import load_cifar10
+def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n Fashion-MNIST test images (uint8 28x28 RGB), n/10 per class."""
+    from skdlc.datasets import load_fashion_mnist
 
-    X, y = load_cifar10(n_per_class=max(1, n // 10), random_state=seed, return_X_y=True)
+    X, y = load_fashion_mnist(n_per_class=max(1, n // 10), random_state=seed, return_X_y=True)
     return X[:n], y[:n]
 
 

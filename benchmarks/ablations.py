@@ -1,8 +1,8 @@
 """Ablations of DLCScorer's settings, on cached forward passes.
 
-    nice -n 15 python benchmarks/ablations.py --dataset cifar10 --backbone efficientnet_lite0
-    nice -n 15 python benchmarks/ablations.py --gamma-study --dataset cifar10   # fixed gammas
-    nice -n 15 python benchmarks/ablations.py --fixes --dataset cifar10 --keep-ratios 0.1 0.3 0.5 0.7 0.9
+    nice -n 15 python benchmarks/ablations.py --dataset fashion-mnist --backbone efficientnet_lite0
+    nice -n 15 python benchmarks/ablations.py --gamma-study --dataset fashion-mnist   # fixed gammas
+    nice -n 15 python benchmarks/ablations.py --fixes --dataset fashion-mnist --keep-ratios 0.1 0.3 0.5 0.7 0.9
     python benchmarks/plots.py
 
 Same data, split, probe and gamma tuning as ``image_pruning.py`` (its forward passes are

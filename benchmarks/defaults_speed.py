@@ -1,9 +1,9 @@
 """``DLCScorer()`` with its default parameters against ``DLCScorer(engine="torch")``.
 
-    nice -n 10 python benchmarks/defaults_speed.py [--dataset cifar10] [--n-per-class 20]
+    nice -n 10 python benchmarks/defaults_speed.py [--dataset fashion-mnist] [--n-per-class 20]
         [--image-size 128] [--repeat 2] [--out benchmarks/results/defaults_speed.md]
 
-Same data (a stratified sample of CIFAR-10 or MNIST from ``skdlc.datasets``), same
+Same data (a stratified sample of Fashion-MNIST or MNIST from ``skdlc.datasets``), same
 backbone (EfficientNet-Lite0, the default, at a modest input size so the run stays
 short), same ratios (``random_state=0``): the only difference is the ``engine``
 argument, left at its default in one and set to ``"torch"`` in the other. Runs
@@ -60,7 +60,7 @@ def _run(params: dict, X, y):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", choices=["cifar10", "mnist"], default="cifar10")
+    ap.add_argument("--dataset", choices=["fashion-mnist", "mnist"], default="fashion-mnist")
     ap.add_argument("--n-per-class", type=int, default=20)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3)
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "defaults_speed.md")
     args = ap.parse_args(argv)
 
-    loader = {"cifar10": datasets.load_cifar10, "mnist": datasets.load_mnist}[args.dataset]
+    loader = {"fashion-mnist": datasets.load_fashion_mnist, "mnist": datasets.load_mnist}[args.dataset]
     X, y = loader(n_per_class=args.n_per_class, random_state=0, return_X_y=True)
     common = dict(image_size=args.image_size, random_state=0, verbose=False)
     default_engine = inspect.signature(DLCScorer).parameters["engine"].default

