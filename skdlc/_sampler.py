@@ -11,13 +11,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 from ._layout import own_class, split_columns
-from ._selection import STRATEGIES, herd_per_group, pca_projection, select_per_group
+from ._selection import SAMPLER_STRATEGIES, herd_per_group, pca_projection, select_per_group
 
-__all__ = ["FlexRandSampler", "SAMPLER_STRATEGIES"]
-
-#: Every strategy of the sampler family: the score-based rules of
-#: :func:`skdlc.select_from_scores`, and ``"herding"``, which reads the embedding.
-SAMPLER_STRATEGIES = STRATEGIES + ("herding",)
+__all__ = ["FlexRandSampler"]
 
 
 class FlexRandSampler(BaseSampler):

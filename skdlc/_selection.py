@@ -54,6 +54,9 @@ __all__ = [
 
 #: Names accepted by :func:`select`, default first.
 STRATEGIES = ("flexrand", "random", "easy", "hard", "flexible", "bins")
+#: Every strategy of the sampler family: those of :func:`select`, and ``"herding"``,
+#: which reads the embedding (:func:`herd_per_group`).
+SAMPLER_STRATEGIES = STRATEGIES + ("herding",)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -361,6 +361,7 @@ def _count(path):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes(tmp_path):
     X, y = _images((24, 24), size=16)
     data = make_image_folder(tmp_path / "data", X, y, class_names=["a", "b"])

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._sampler import SAMPLER_STRATEGIES
+from .._selection import SAMPLER_STRATEGIES
 from . import CLIError
 from ._common import (
     check_images,
