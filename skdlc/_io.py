@@ -20,7 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask"]
+__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask", "json_safe", "dumps_json",
+           "OUTPUT_MARKER", "is_output_set"]
+
+#: Key of every ``summary.json`` that skdlc writes as the completion marker of an
+#: output set; readers of image folders leave such folders out (an output written
+#: inside the data is never read back as a class).
+OUTPUT_MARKER = "skdlc_output"
 
 
 def umask() -> int:
@@ -167,3 +173,56 @@ def _commit(tmp: Path, out_dir: Path, names: list[str], swap: bool) -> None:
         if src.is_dir() and dst.exists():
             _remove(dst)
         os.replace(src, dst)
+
+
+# ------------------------------------------------------------------------- JSON
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, infinity) replaced by None, and numpy
+    scalars, arrays and paths turned into plain JSON values: strict JSON, which every
+    parser reads (``JSON.parse`` rejects a bare ``NaN``)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps_json(obj, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` (obj): never ``NaN`` or ``Infinity`` in the text."""
+    import json
+
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+def is_output_set(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a complete skdlc output set (a ``summary.json`` marked
+    with :data:`OUTPUT_MARKER`, or one written by an earlier skdlc: ``outputs`` and
+    ``n_kept`` beside a ``kept.csv``)."""
+    import json
+
+    folder = Path(folder)
+    summary = folder / "summary.json"
+    try:
+        if not summary.is_file() or summary.stat().st_size > 50_000_000:
+            return False
+        with open(summary, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(d, dict):
+        return False
+    return bool(d.get(OUTPUT_MARKER)) or ({"outputs", "n_kept"} <= set(d) and (folder / "kept.csv").is_file())
