@@ -20,8 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask", "json_safe", "dumps_json",
-           "OUTPUT_MARKER", "is_output_set"]
+__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask", "OUTPUT_MARKER", "is_output_set"]
 
 #: Key of every ``summary.json`` that skdlc writes as the completion marker of an
 #: output set; readers of image folders leave such folders out (an output written
@@ -173,39 +172,6 @@ def _commit(tmp: Path, out_dir: Path, names: list[str], swap: bool) -> None:
         if src.is_dir() and dst.exists():
             _remove(dst)
         os.replace(src, dst)
-
-
-# ------------------------------------------------------------------------- JSON
-def json_safe(obj):
-    """``obj`` with every non-finite float (NaN, infinity) replaced by None, and numpy
-    scalars, arrays and paths turned into plain JSON values: strict JSON, which every
-    parser reads (``JSON.parse`` rejects a bare ``NaN``)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, dict):
-        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def dumps_json(obj, **kwargs) -> str:
-    """``json.dumps`` of :func:`json_safe` (obj): never ``NaN`` or ``Infinity`` in the text."""
-    import json
-
-    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
 def is_output_set(folder: str | os.PathLike) -> bool:

@@ -49,7 +49,7 @@ from sklearn.base import BaseEstimator
 from ._backbones._base import Backbone, Preprocessing
 from ._data import decodes_files, make_batches
 from ._engine import default_num_workers
-from ._io import dumps_json
+from ._outputs import dumps_json
 from ._losses import LOGITS
 from ._onnx_engine import OnnxEngine, _FolderVariants
 from ._onnx_export import _export  # noqa: F401  (benchmarks time it from here)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ._io import dumps_json
+from ._outputs import dumps_json
 
 __all__ = [
     "HANDLER_FILE",
