@@ -1,6 +1,7 @@
 """Scorer input -> batches the backbone can take.
 
-X may be: a uint8 image array (N, H, W, C) or (N, H, W); a float array (N, C, H, W)
+X may be: a uint8 image array (N, H, W, C) with C in (1, 3, 4), or (N, H, W) (other
+integer dtypes holding 0-255 are read the same way); a float array (N, C, H, W)
 of pixels in [0, 1] (or of model input as-is when the backbone has no preprocessing);
 a 2-d float array (N, F) for a user module that takes vectors; a list of image file
 paths; a list of image arrays of any sizes; a torch ``Dataset`` yielding images (or
