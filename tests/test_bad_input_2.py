@@ -15,50 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from skdlc import Backbone, DLCScorer, Preprocessing
-from skdlc._backbones import _REGISTRY, register_backbone
 from skdlc._cli import build_parser, main
 from skdlc.datasets import make_image_folder, read_image_folder, read_manifest
 
+from test_bad_input import COUNTED, N_BUILT, backbones, folder  # noqa: F401 (fixtures)
+from test_bad_input import _err as _user_error
 from test_cli import TINY, _images, _prune, _read, _TinyCNN
 
 ROOT = Path(__file__).resolve().parents[1]
-COUNTED = "test_bad_input_2_counted"
 _PP = Preprocessing(input_size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-N_BUILT = {"n": 0}
-
-
-def _counted():
-    N_BUILT["n"] += 1
-    return Backbone(COUNTED, _TinyCNN().eval(), _PP, 16)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def backbones():
-    register_backbone(TINY)(lambda *, pretrained=True: Backbone(TINY, _TinyCNN().eval(), _PP, 16))
-    register_backbone(COUNTED)(lambda *, pretrained=True: _counted())
-    yield
-    for name in (TINY, COUNTED):
-        _REGISTRY.pop(name, None)
-
-
-@pytest.fixture
-def folder(tmp_path):
-    X, y = _images((8, 8, 8))
-    return make_image_folder(tmp_path / "data", X, y, class_names=["cat", "dog", "emu"])
 
 
 def _err(capsys, argv):
     """Run the CLI expecting a one-line user error (exit 2, no traceback); its stderr."""
     N_BUILT["n"] = 0
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    return err
+    return _user_error(capsys, argv)
 
 
 def _refused_early(capsys, argv, *expected):

@@ -3,13 +3,11 @@ parsing option values and writing outputs atomically."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
