@@ -267,6 +267,7 @@ def _no_raw_warnings(err):
     assert ".py:" not in err, err  # no source path and line
 
 
+@pytest.mark.slow  # a subprocess: pytest would record the warnings itself
 def test_small_run_prints_warnings_as_one_line(tmp_path):
     X, y = _images((4, 4, 4))  # tiny classes: the selection warns that folds are small
     data = make_image_folder(tmp_path / "data", X, y, class_names=["a", "b", "c"])
@@ -276,6 +277,7 @@ def test_small_run_prints_warnings_as_one_line(tmp_path):
         assert line.startswith("skdlc prune: "), line
 
 
+@pytest.mark.slow  # a subprocess: pytest would record the warnings itself
 def test_one_image_per_class_prints_no_regression_warning(tmp_path):
     X, _ = _images((1,) * 4, size=12)
     X = np.concatenate([X] * 6)  # 24 images in 24 classes of one image each
@@ -286,6 +288,7 @@ def test_one_image_per_class_prints_no_regression_warning(tmp_path):
     assert "regression" not in err
 
 
+@pytest.mark.slow  # a subprocess: pytest would record the warnings itself
 def test_corrupt_cache_entry_is_one_note_and_recomputed(folder, tmp_path):
     cache = tmp_path / "cache"
     assert _prune(folder, tmp_path / "o1", "--keep", "0.5", "--gamma", "0.5", "--cache", cache) == 0
