@@ -169,10 +169,11 @@ class PruneResult:
         """
         from pathlib import Path
 
-        from ._io import output_set
+        from ._io import OUTPUT_MARKER, output_set
 
         out = Path(out)
-        summary = {**(extra or {}), **self.summary()}
+        # the marker first: readers of image folders never read an output set as data
+        summary = {OUTPUT_MARKER: True, **(extra or {}), **self.summary()}
         summary["outputs"] = {"kept": "kept.csv", "scores": "scores.csv", "summary": "summary.json"}
         if skipped is not None:
             summary["skipped"] = [{"path": p, "reason": r} for p, r in skipped]

@@ -1,7 +1,9 @@
 """Figures and a self-contained HTML report of a pruning run.
 
 Every figure function returns a :class:`matplotlib.figure.Figure`, built without pyplot
-(nothing global changes; Jupyter displays it, ``fig.savefig(path)`` writes it);
+(nothing global changes; Jupyter displays it, ``fig.savefig(path)`` writes it). Text
+from the data (class names, file names) is drawn literally: a ``$`` never starts
+matplotlib's math mode;
 :func:`write_report` puts them, with thumbnails of the easiest and hardest images, the
 likely mislabelled samples, counts per class, timings, the command and versions, into
 one ``report.html`` that opens offline, and the same figures as PNGs in ``figures/``.
@@ -20,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import io
 import math
 import os
@@ -124,6 +127,20 @@ def _selection_dict(selection) -> dict | None:
 
 
 # ------------------------------------------------------------------------ figures
+def _literal_text(make):
+    """Build (and draw) a figure with matplotlib's math text off: user text such as a
+    class named ``cost $5 and $6`` or ``$\\frac{a$`` is drawn as written, never parsed."""
+
+    @functools.wraps(make)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return make(*args, **kwargs)
+
+    return wrapper
+
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # lazy: `import skdlc` stays light
 
@@ -135,6 +152,7 @@ def _shown(names: Sequence[str], max_classes: int) -> tuple[list[int], int]:
     return shown, len(names) - len(shown)
 
 
+@_literal_text
 def plot_score_distribution(scores, labels, kept, *, classes=None, max_classes: int = 20,
                             bins: int = 20):
     """Histogram of the scores of each class, kept and dropped samples stacked.
@@ -181,6 +199,7 @@ def plot_score_distribution(scores, labels, kept, *, classes=None, max_classes: 
     return fig
 
 
+@_literal_text
 def plot_class_counts(labels, kept, *, classes=None, max_classes: int = 60):
     """Bars of each class's size before pruning and after (kept).
 
@@ -249,6 +268,7 @@ def _mosaic(rows, thumbs: Thumbnails, kept, captions, *, gap_after: int | None =
     return canvas, positions
 
 
+@_literal_text
 def plot_examples(paths, scores, labels, kept, *, classes=None, n: int = 6, max_classes: int = 8,
                   thumb_size: int = 64, _thumbs: Thumbnails | None = None):
     """The ``n`` easiest and ``n`` hardest images of each class, the kept ones outlined in green.
@@ -308,6 +328,7 @@ def _path_dict(calibration) -> dict | None:
     return d
 
 
+@_literal_text
 def plot_learning_path(calibration):
     """Nearest-class-mean accuracy of each probed masked model against its ratio.
 
@@ -348,6 +369,7 @@ def plot_learning_path(calibration):
     return fig
 
 
+@_literal_text
 def plot_selection(selection):
     """Validation score of every selection candidate, the chosen one marked.
 
@@ -473,6 +495,7 @@ def likely_mislabelled(losses, labels, *, classes=None, hard_quantile: float = 0
     })
 
 
+@_literal_text
 def plot_mislabelled(paths, suspects, kept, *, max_items: int = 24, thumb_size: int = 64,
                      _thumbs: Thumbnails | None = None):
     """Thumbnails of the likely mislabelled images, captioned ``label -> suggested``.
@@ -537,6 +560,7 @@ def environment_versions() -> dict[str, str]:
     return out
 
 
+@_literal_text
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
