@@ -31,21 +31,26 @@ BACKENDS = ("auto", "faiss", "numpy")
 _BLOCK_BYTES = 1 << 27  # one block of similarities: 128 MiB of float32
 
 
-def content_hashes(X) -> np.ndarray:
+def content_hashes(X, *, text: bool = False) -> np.ndarray:
     """One content hash per row, for :func:`find_duplicates`'s ``hashes``.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, ...), list of ndarrays, or list of paths
+    X : ndarray of shape (n_samples, ...), list of ndarrays, list of paths or of texts
         Arrays (decoded images, any shape): a hash of the values with their shape and
         dtype, so equal pixels hash equal whatever file they came from. Paths (``str`` or
         ``os.PathLike`` naming files): a hash of the file's bytes.
+    text : bool, default=False
+        ``X`` is a list of texts: a hash of each string's UTF-8 bytes (not a file).
 
     Returns
     -------
     ndarray of shape (n_samples,), dtype object
         Hex digests (BLAKE2b, 16 bytes).
     """
+    if text:
+        return np.array([hashlib.blake2b(str(x).encode("utf-8"), digest_size=16).hexdigest() for x in X],
+                        dtype=object)
     if isinstance(X, np.ndarray) and X.dtype != object:
         return np.array([_digest_array(x) for x in X], dtype=object)
     out = []

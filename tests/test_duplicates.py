@@ -102,6 +102,8 @@ def test_content_hashes_and_thumbnails(tmp_path):
         Image.fromarray(imgs[i]).save(tmp_path / f"{i}.png")
     hf = content_hashes([tmp_path / "2.png", str(tmp_path / "5.png"), tmp_path / "6.png"])
     assert hf[0] == hf[1] != hf[2]
+    ht = content_hashes(["a cat", "a dog", "a cat"], text=True)
+    assert ht[0] == ht[2] != ht[1]
     big = np.asarray(Image.fromarray(imgs[3]).resize((24, 24), Image.BILINEAR))
     T = image_thumbnails(list(imgs) + [big, tmp_path / "6.png"], size=8)
     assert T.shape == (22, 64)
