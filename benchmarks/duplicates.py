@@ -49,7 +49,7 @@ from skdlc import content_hashes, find_duplicates, image_thumbnails  # noqa: E40
 RESULTS = ROOT / "benchmarks" / "results"
 RAW = RESULTS / "raw"
 KINDS = ("exact", "resize_up", "resize_down", "jpeg", "crop", "crop_jpeg")
-THRESHOLDS = (0.9, 0.94, 0.96, 0.97, 0.98, 0.99, 0.993, 0.996, 0.998)
+THRESHOLDS = ("auto", 0.9, 0.94, 0.96, 0.97, 0.98, 0.99, 0.993, 0.996, 0.998)
 
 
 # ----------------------------------------------------------------------------- planted
@@ -145,6 +145,7 @@ def run_planted(datasets, n_sources: int) -> list[dict]:
                 dt = time.perf_counter() - t0
                 m = planted_metrics(dup, n_orig, sources, kinds, conflict)
                 rows.append(dict(dataset=d, n=len(images), descriptor=name, threshold=th,
+                                 threshold_used=dup.attrs["threshold"],
                                  seconds=dt + t_hash + t_desc, **m))
                 print(f"{d} {name} t={th}: recall {m['recall']:.3f} pair precision {m['pair_precision']:.3f} "
                       f"groups {m['groups']} unplanted rows {m['unplanted_rows']}", flush=True)
@@ -214,7 +215,8 @@ def report(planted, scale, commands) -> str:
                     "| groups | unplanted rows | conflicts flagged | time (s) |",
                     "|---" * (9 + len(KINDS)) + "|"]
             for r in sub:
-                cells = [r["descriptor"], f"{r['threshold']:.3f}", f"{r['recall']:.3f}"]
+                th = (f"auto ({r['threshold_used']:.4f})" if r["threshold"] == "auto" else f"{r['threshold']:.3f}")
+                cells = [r["descriptor"], th, f"{r['recall']:.3f}"]
                 cells += [f"{r['recall_' + k]:.2f}" for k in KINDS]
                 cells += [f"{r['pair_precision']:.3f}", f"{r['group_precision']:.3f}", str(r["groups"]),
                           str(r["unplanted_rows"]), f"{r['conflict_recall']:.3f}", f"{r['seconds']:.2f}"]

@@ -28,6 +28,8 @@ from scipy.sparse.csgraph import connected_components
 __all__ = ["content_hashes", "find_duplicates", "image_thumbnails", "keep_one_per_group"]
 
 BACKENDS = ("auto", "faiss", "numpy")
+#: threshold="auto": a near-duplicate is at most this share of the median nearest-neighbour distance
+AUTO_SHARE = 0.05
 _BLOCK_BYTES = 1 << 27  # one block of similarities: 128 MiB of float32
 
 
@@ -109,7 +111,7 @@ def find_duplicates(
     *,
     y=None,
     hashes=None,
-    threshold: float = 0.95,
+    threshold: float | str = "auto",
     k: int = 8,
     backend: str = "auto",
     exact_max_rows: int = 20_000,
@@ -127,9 +129,14 @@ def find_duplicates(
     hashes : array-like of shape (n_samples,), default=None
         Content hashes (:func:`content_hashes`): rows with equal hashes are exact
         duplicates whatever their embeddings. None: only near-duplicates are found.
-    threshold : float in (0, 1], default=0.95
-        Cosine similarity at or above which two rows are near-duplicates. The default
-        is the measured one (docs/label_issues.md); 1 keeps only identical embeddings.
+    threshold : float in (0, 1] or "auto", default="auto"
+        Cosine similarity at or above which two rows are near-duplicates (1 keeps only
+        identical vectors). "auto": scale-free, from the data itself: a pair is a
+        near-duplicate when its cosine distance (1 - cosine) is at most
+        ``AUTO_SHARE`` (5%) of the median distance of a row to its nearest other row,
+        so the rule holds across backbones and input sizes whose embeddings crowd
+        differently (measured in docs/label_issues.md). The threshold used is in
+        ``result.attrs["threshold"]``.
     k : int, default=8
         Neighbours looked up per row. A row with more than ``k`` near-duplicates is still
         grouped with all of them through its neighbours' links.
@@ -163,8 +170,9 @@ def find_duplicates(
     """
     E = _check_embedding(embedding)
     n = len(E)
-    if not 0 < float(threshold) <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    if not (isinstance(threshold, str) and threshold == "auto") and not (
+            isinstance(threshold, (int, float, np.floating)) and 0 < float(threshold) <= 1):
+        raise ValueError(f"threshold must be in (0, 1] or 'auto', got {threshold!r}")
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if backend not in BACKENDS:
@@ -175,6 +183,8 @@ def find_duplicates(
     k_eff = min(int(k), n - 1)
     if k_eff > 0:
         nbr, sim = knn(E, k_eff, backend=backend, exact_max_rows=exact_max_rows, random_state=random_state)
+        if threshold == "auto":
+            threshold = 1.0 - AUTO_SHARE * float(np.median(1.0 - sim[:, 0]))
         keep = (sim >= float(threshold) - 1e-6) & (nbr >= 0) & (nbr != np.arange(n)[:, None])
         rows, cols, vals = np.repeat(np.arange(n), k_eff)[keep.ravel()], nbr[keep], sim[keep]
     else:
@@ -189,7 +199,9 @@ def find_duplicates(
         exact_of[a], exact_of[b] = b, a
         rows, cols = np.concatenate([rows, a]), np.concatenate([cols, b])
         vals = np.concatenate([vals, np.ones(len(a))])
-    return _groups(n, rows, cols, vals, exact_of, y)
+    out = _groups(n, rows, cols, vals, exact_of, y)
+    out.attrs["threshold"] = 1.0 if threshold == "auto" else float(threshold)
+    return out
 
 
 def keep_one_per_group(duplicates: pd.DataFrame, n_samples: int, *, conflicts: str = "keep_one",

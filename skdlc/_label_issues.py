@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-__all__ = ["LabelIssueSummary", "find_label_issues", "label_probabilities"]
+__all__ = ["LabelIssueSummary", "find_label_issues", "label_probabilities", "unmasked_losses"]
 
 FILTERS = ("prune_by_noise_rate", "confident_learning", "predicted_neq_given")
 QUALITIES = ("self_confidence", "normalized_margin")
@@ -101,6 +101,29 @@ def label_probabilities(losses) -> np.ndarray:
     """
     losses = np.asarray(losses, dtype=np.float64)
     return softmax(-losses, axis=1)
+
+
+def unmasked_losses(embedding, y, *, classes=None, logits: str = "cosine", temperature: float = 0.1) -> np.ndarray:
+    """The unmasked model's per-class losses, from its embedding alone (no pass).
+
+    The first point of DLC's path: prototypes are the class means of the full model's
+    embedding (``DLCScorer.embed``, or the embedding block of ``transform`` with
+    ``embedding=True``), the loss is the cross-entropy of the prototype logits. The
+    same arithmetic as the scorer's ratio 0 (``logits``/``temperature`` as the scorer's).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes), columns in ``classes`` order.
+    """
+    from ._losses import per_class_losses
+    from ._prototypes import class_means
+
+    E = np.asarray(embedding, dtype=np.float32)
+    if E.ndim != 2 or len(E) != len(y):
+        raise ValueError(f"embedding must be 2-d with one row per label ({len(y)}), got shape {E.shape}")
+    _, classes, y_idx = _check_inputs(np.zeros((len(E), len(np.unique(y)) if classes is None else len(classes))),
+                                      y, classes)
+    return per_class_losses(E, class_means(E, y_idx, len(classes)), logits, float(temperature))
 
 
 def find_label_issues(
