@@ -252,9 +252,13 @@ def main(argv=None) -> None:
         state["commands"]["planted"] = ("nice -n 10 python benchmarks/duplicates.py --part planted --datasets "
                                         + " ".join(a.datasets))
     elif a.part == "scale":
-        state["scale"] = run_scale(a.rows, a.backend)
-        state["commands"]["scale"] = ("nice -n 10 python benchmarks/duplicates.py --part scale --rows "
-                                      + " ".join(map(str, a.rows)) + " --backend " + " ".join(a.backend))
+        new = run_scale(a.rows, a.backend)
+        done = {(r["rows"], r["backend"]) for r in new}
+        state["scale"] = sorted([r for r in state["scale"] if (r["rows"], r["backend"]) not in done] + new,
+                                key=lambda r: (r["rows"], r["backend"]))
+        cmd = ("OMP_NUM_THREADS=1 nice -n 10 python benchmarks/duplicates.py --part scale --rows "
+               + " ".join(map(str, a.rows)) + " --backend " + " ".join(a.backend))
+        state["commands"][f"scale {' '.join(a.backend)}"] = cmd
     raw.write_text(json.dumps(state, indent=1))
     text = report(state["planted"], state["scale"], list(state["commands"].values()))
     (RESULTS / "duplicates.md").write_text(text)

@@ -132,7 +132,7 @@ def find_label_issues(
     *,
     classes=None,
     filter_by: str = "prune_by_noise_rate",
-    quality: str = "self_confidence",
+    quality: str = "normalized_margin",
     n_pairs: int = 10,
 ) -> tuple[pd.DataFrame, LabelIssueSummary]:
     """Flag likely mislabelled samples from DLC's per-class losses, without training.
@@ -151,9 +151,10 @@ def find_label_issues(
     filter_by : {"prune_by_noise_rate", "confident_learning", "predicted_neq_given"}, \
 default="prune_by_noise_rate"
         The flagging rule (module documentation; cleanlab's names).
-    quality : {"self_confidence", "normalized_margin"}, default="self_confidence"
-        ``label_quality``: the probability of the given label, or that minus the largest
-        other class probability, mapped to [0, 1].
+    quality : {"normalized_margin", "self_confidence"}, default="normalized_margin"
+        ``label_quality``: the probability of the given label minus the largest other
+        class probability, mapped to [0, 1] (ranks flipped labels best, see
+        docs/label_issues.md), or the probability of the given label.
     n_pairs : int, default=10
         Most confused class pairs kept in the summary.
 

@@ -276,7 +276,7 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
         Seeds the selection (folds and draws). The learning path does not depend on it.
     issues : bool, default=True
         Also flag likely label issues (:func:`~skdlc.find_label_issues` on the
-        unmasked model's prototype losses) and find exact and near-duplicates
+        per-class losses) and find exact and near-duplicates
         (:func:`~skdlc.find_duplicates` on the embedding, with content hashes of the
         input): ``label_issues``, ``label_summary``, ``duplicates``. From the same pass.
     drop_duplicates : bool, default=False

@@ -22,7 +22,7 @@ __all__ = ["find_issues", "input_hashes", "score_columns", "issues_summary", "ke
 #: Which losses the label-issue flags read: "unmasked" (the full model's prototype
 #: losses, recomputed from the embedding) or "path" (the DLC path average).
 #: Chosen on benchmarks/results/label_issues.md (docs/label_issues.md).
-LABEL_LOSSES = "unmasked"
+LABEL_LOSSES = "path"
 #: Near-duplicate rule on the embedding (benchmarks/results/duplicates.md): "auto" is
 #: scale-free (a share of the median nearest-neighbour distance), which matters because
 #: the embedding's cosines crowd near 1 at small input sizes.

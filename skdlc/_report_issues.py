@@ -31,10 +31,11 @@ def label_issues_section(issues, summary, kept, paths, texts, thumbs, max_items:
     flagged = issues[issues["is_label_issue"]].sort_values("label_quality", kind="stable")
     n = len(issues)
     note = (f'<p class="note">{len(flagged)} of {n} samples ({100 * len(flagged) / max(n, 1):.1f}%) flagged '
-            "by confident learning on the unmasked model's prototype probabilities (softmax of minus the "
-            "per-class losses; per-class thresholds, cleanlab's <code>prune_by_noise_rate</code>); "
-            f"estimated share of wrong labels: {100 * summary.estimated_noise:.1f}%. Label quality is the "
-            "probability of the given label (higher = more likely right). "
+            "by confident learning on the DLC per-class losses (probabilities = softmax of minus the "
+            "losses; per-class thresholds, cleanlab's <code>prune_by_noise_rate</code>); "
+            f"estimated share of wrong labels: {100 * summary.estimated_noise:.1f}%. Label quality: the "
+            "given label's probability minus the best other one, mapped to [0, 1] (higher = more likely "
+            "right). "
             f"{f'First {max_items} shown.' if len(flagged) > max_items else ''}</p>")
     parts = [note]
     top = flagged.head(max_items)

@@ -72,14 +72,14 @@ def test_pair_flips_show_up_as_confused_pairs(digits):
 def test_columns_order_and_string_labels():
     P = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.1, 0.9], [0.2, 0.8], [0.95, 0.05]])
     y = np.array(["cat", "cat", "cat", "dog", "dog", "dog"])
-    issues, summary = find_label_issues(-np.log(P), y, classes=["cat", "dog"])
+    issues, summary = find_label_issues(-np.log(P), y, classes=["cat", "dog"], quality="self_confidence")
     assert list(issues.columns) == ["is_label_issue", "label_quality", "given_label", "suggested_label"]
     assert issues["is_label_issue"].tolist() == [False] * 5 + [True]
     assert issues.loc[5, "suggested_label"] == "cat" and issues.loc[5, "given_label"] == "dog"
     np.testing.assert_allclose(issues["label_quality"], [0.9, 0.8, 0.7, 0.9, 0.8, 0.05])
     assert summary.noise_rate.index.tolist() == ["cat", "dog"]
     # columns in another order than sorted: classes says which is which
-    swapped, _ = find_label_issues(-np.log(P[:, ::-1]), y, classes=["dog", "cat"])
+    swapped, _ = find_label_issues(-np.log(P[:, ::-1]), y, classes=["dog", "cat"], quality="self_confidence")
     pd.testing.assert_frame_equal(issues, swapped)
 
 
@@ -89,8 +89,12 @@ def test_normalized_margin_and_rules():
     logits = rng.normal(size=(400, 4))
     logits[np.arange(400), y] += 2.0
     L = -np.log(label_probabilities(-logits))
-    q, _ = find_label_issues(L, y, quality="normalized_margin")
+    q, _ = find_label_issues(L, y)  # normalized_margin by default
     assert q["label_quality"].between(0, 1).all()
+    P = label_probabilities(L)
+    own = P[np.arange(400), y]
+    P[np.arange(400), y] = -1
+    np.testing.assert_allclose(q["label_quality"], (own - P.max(1) + 1) / 2)
     neq, _ = find_label_issues(L, y, filter_by="predicted_neq_given")
     np.testing.assert_array_equal(neq["is_label_issue"], logits.argmax(1) != y)
     for rule in ("prune_by_noise_rate", "confident_learning"):
