@@ -288,7 +288,8 @@ def _knn_faiss(X: np.ndarray, k: int, exact_max_rows: int, random_state: int):
         nlist = int(max(16, round(np.sqrt(n))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = int(random_state)
-        train = X if n <= 256 * nlist else X[np.random.RandomState(random_state).choice(n, 256 * nlist, False)]
+        index.cp.niter = 10  # coarse lists only route the search: a short k-means is enough
+        train = X if n <= 64 * nlist else X[np.random.RandomState(random_state).choice(n, 64 * nlist, False)]
         index.train(train)
         index.nprobe = min(16, nlist)
     index.add(X)

@@ -27,7 +27,7 @@ def label_issues_section(issues, summary, kept, paths, texts, thumbs, max_items:
     """Flagged samples (lowest label quality first), estimated noise per class, confused pairs."""
     title = "Label issues"
     if issues is None:
-        return Section("label-issues", title, not_available("the run did not look for label issues"))
+        return Section("mislabelled", title, not_available("the run did not look for label issues"))
     flagged = issues[issues["is_label_issue"]].sort_values("label_quality", kind="stable")
     n = len(issues)
     note = (f'<p class="note">{len(flagged)} of {n} samples ({100 * len(flagged) / max(n, 1):.1f}%) flagged '
@@ -64,7 +64,7 @@ def label_issues_section(issues, summary, kept, paths, texts, thumbs, max_items:
                            [(r.given_label, r.suggested_label, int(r.estimated_count),
                              f"{100 * r.share_of_given:.1f}%", int(r.n_flagged)) for r in pairs.itertuples()],
                            numeric=(2, 3, 4)))
-    return Section("label-issues", title, "\n".join(parts))
+    return Section("mislabelled", title, "\n".join(parts))
 
 
 def duplicates_section(dups, labels, kept, paths, texts, thumbs, max_groups: int, thumb_cell) -> Section:
