@@ -259,6 +259,11 @@ def main(argv=None) -> None:
         cmd = ("OMP_NUM_THREADS=1 nice -n 10 python benchmarks/duplicates.py --part scale --rows "
                + " ".join(map(str, a.rows)) + " --backend " + " ".join(a.backend))
         state["commands"][f"scale {' '.join(a.backend)}"] = cmd
+    latest = json.loads(raw.read_text()) if raw.exists() else state  # another part may have finished meanwhile
+    for part in ("planted", "scale"):
+        if part != a.part:
+            state[part] = latest.get(part, state[part])
+    state["commands"] = {**latest.get("commands", {}), **state["commands"]}
     raw.write_text(json.dumps(state, indent=1))
     text = report(state["planted"], state["scale"], list(state["commands"].values()))
     (RESULTS / "duplicates.md").write_text(text)

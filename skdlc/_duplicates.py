@@ -133,7 +133,7 @@ def find_duplicates(
         Cosine similarity at or above which two rows are near-duplicates (1 keeps only
         identical vectors). "auto": scale-free, from the data itself: a pair is a
         near-duplicate when its cosine distance (1 - cosine) is at most
-        ``AUTO_SHARE`` (5%) of the median distance of a row to its nearest other row,
+        5% of the median distance of a row to its nearest other row,
         so the rule holds across backbones and input sizes whose embeddings crowd
         differently (measured in docs/label_issues.md). The threshold used is in
         ``result.attrs["threshold"]``.
