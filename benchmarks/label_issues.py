@@ -8,7 +8,7 @@ seed, the labels are corrupted and:
   the calibration on the noisy labels) and on the unmasked model's losses alone (ratio 0,
   one pass), each with every flagging rule and both quality scores;
 - cleanlab 2.9: ``cleanlab.filter.find_label_issues`` (its default rule) given 5-fold
-  cross-validated probabilities of a logistic probe on the same (standardised) embedding,
+  cross-validated probabilities of a logistic probe (PCA-128 of the same embedding, standardised),
   ranked by ``cleanlab.rank.get_label_quality_scores`` (self-confidence).
 
 Measured against the rows whose label was changed: flagged count, precision, recall, F1,
@@ -228,7 +228,7 @@ def report(rows: list[dict], command: str) -> str:
            "(what `DLCScorer.transform` returns); **skdlc unmasked**: on the unmasked model's losses "
            "alone (ratio 0, one pass). `filter_by` = the flagging rule, quality = the ranking score.",
            "- **cleanlab**: `cleanlab.filter.find_label_issues` (default `prune_by_noise_rate`) on 5-fold "
-           "cross-validated probabilities of a logistic probe (standardised embedding, C=0.1).",
+           "cross-validated probabilities of a logistic probe (PCA-128 of the same embedding, standardised, C=0.1).",
            "- precision / recall of the flagged rows against the rows whose label was changed; AUROC of "
            "the quality score; P@flagged: precision of the lowest-quality rows, as many as flagged; "
            "P@true: the same at the true number of changed rows; time: forward passes (probes "
