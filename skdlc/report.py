@@ -36,6 +36,7 @@ import numpy as np
 
 from ._report_html import Section, esc, not_available, page, png_img, table, truncate
 from ._report_images import Thumbnails
+from ._report_issues import as_labels, duplicates_section, label_issues_section
 
 __all__ = [
     "write_report",
@@ -626,6 +627,9 @@ def write_report(
     max_mislabelled: int = 24,
     thumb_size: int = 64,
     record_chars: int = 300,
+    label_issues=None,
+    label_summary=None,
+    duplicates=None,
 ) -> Path:
     """Write ``report.html`` (self-contained, opens offline) and ``figures/*.png`` into ``folder``.
 
@@ -678,6 +682,13 @@ def write_report(
         Thumbnail side, pixels.
     record_chars : int, default=300
         Longest text record shown.
+    label_issues, label_summary : DataFrame and LabelIssueSummary, default=None
+        :func:`skdlc.find_label_issues`'s output: the "Label issues" section (flagged
+        samples, estimated share of wrong labels per class, confused pairs) replaces
+        the losses-only "Likely mislabelled" list.
+    duplicates : DataFrame, default=None
+        :func:`skdlc.find_duplicates`'s output: a "Duplicates" section, label conflicts
+        first.
 
     Returns
     -------
@@ -701,7 +712,13 @@ def write_report(
         _counts(g, names, kept, labels, classes, figs, unit),
         _examples(scores, g, names, kept, paths, texts, thumbs, labels, classes, max_classes,
                   n_examples, record_chars, figs),
-        _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs),
+        (_mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs)
+         if label_issues is None or label_summary is None else
+         label_issues_section(label_issues, label_summary, kept, paths, texts, thumbs, max_mislabelled,
+                              _thumb_cell)),
+        *([] if duplicates is None else
+          [duplicates_section(duplicates, as_labels(labels, n), kept, paths, texts, thumbs, max_classes,
+                              _thumb_cell)]),
         _scores(scores, labels, kept, classes, names, max_classes, figs),
         _path(calibration, figs),
         _selection(selection, figs),

@@ -134,6 +134,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "it in skipped.csv")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: ./<DATA name>_pruned); created if needed")
+    p.add_argument("--drop-duplicates", action="store_true",
+                   help="leave exact and near-duplicates out before the selection: each duplicate group "
+                        "keeps its lowest-score image (groups are listed in scores.csv either way)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html and figures/ (score distributions, easiest and hardest "
@@ -230,7 +233,7 @@ def run(args) -> int:
     scorer = _scorer(args, backbone, mask_ratios, image_size, batch_size)
     try:
         res = prune(data.paths, data.labels, keep_ratio=keep, scorer=scorer, selection=selection,
-                    random_state=args.seed, verbose=not args.quiet)
+                    random_state=args.seed, drop_duplicates=args.drop_duplicates, verbose=not args.quiet)
     except ImageReadError as exc:  # an image that broke while scoring (worker or not)
         raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
     res.notes[:0] = data.notes
@@ -278,6 +281,15 @@ def _print_summary(s: dict, out: Path) -> None:
         p(f"  {c['label']:<{width}}  {c['before']:>7}  {c['kept']:>7}")
     if len(shown) < len(rows):
         p(f"  ... {len(rows) - len(shown)} more classes in summary.json")
+    li, dup = s.get("label_issues"), s.get("duplicates")
+    if li:
+        p(f"  label issues: {li['n_issues']} images flagged (estimated {100 * li['estimated_noise']:.1f}% wrong "
+          "labels; scores.csv column label_issue)")
+    if dup:
+        dropped = f", {dup['dropped_before_selection']} left out before the selection" \
+            if dup["dropped_before_selection"] else ""
+        p(f"  duplicates: {dup['n_rows']} images in {dup['n_groups']} groups, "
+          f"{dup['n_label_conflict_groups']} across labels{dropped} (scores.csv column duplicate_group)")
     for note in s["notes"]:
         p(f"  note: {note}")
     if s["skipped"]:
