@@ -38,6 +38,12 @@ def load(dataset: str):
         return datasets.load_fashion_mnist(return_X_y=True)  # the 10,000 test images
     if dataset == "mnist":
         return datasets.load_mnist(return_X_y=True)
+    if dataset == "digits":  # sklearn's 1,797 8x8 digits (0-16) as uint8 RGB images
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        img = np.round(d.images * (255 / 16)).astype(np.uint8)
+        return np.repeat(img[..., None], 3, axis=3), d.target
     raise ValueError(dataset)
 
 

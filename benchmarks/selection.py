@@ -54,8 +54,7 @@ from _selection_features import CACHE  # noqa: E402
 
 from skdlc import FlexRandSampler  # noqa: E402
 from skdlc._calibration import calibrate, probe_grid, sample_rows  # noqa: E402
-from skdlc._losses import per_class_losses  # noqa: E402
-from skdlc._prototypes import class_means  # noqa: E402
+from skdlc import _driver  # noqa: E402
 from skdlc._ratios import resolve_mask_ratios  # noqa: E402
 from skdlc.baselines import (  # noqa: E402
     EL2NScorer, ForgettingScorer, HerdingScorer, KCenterGreedyScorer, ModerateScorer,
@@ -144,12 +143,11 @@ def noisy_labels(y: np.ndarray, K: int, rate: float, seed: int):
 
 # ---------------------------------------------------------------------------- scores
 def dlc_losses(data: Cached, masking: str, ratios, rows, y_idx) -> np.ndarray:
-    """DLCScorer's default estimator on cached features: masked prototypes, cosine T=0.1."""
-    total = np.zeros((len(rows), data.K))
-    for r in ratios:
-        F = np.asarray(data.features(masking, r)[rows], dtype=np.float32)
-        total += per_class_losses(F, class_means(F, y_idx, data.K), "cosine", 0.1)
-    return total / len(ratios)
+    """DLCScorer's default estimator on cached features (the library's own loop, fed by an
+    ArraySource): masked prototypes, cosine logits at T=0.1."""
+    feats = {float(r): np.asarray(data.features(masking, r)[rows], dtype=np.float32) for r in ratios}
+    return _driver.fit(_driver.Plan(ratios=tuple(feats)), _driver.ArraySource(feats),
+                       y_idx, data.K).losses
 
 
 def own(losses: np.ndarray, y_idx: np.ndarray) -> np.ndarray:

@@ -31,6 +31,12 @@ _LAZY = {
     "OnnxSettings": "._engine_settings",  # engine=OnnxSettings(threads=..., ...)
     "select_from_scores": "._selection",
     "own_class_scores": "._driver",
+    "find_label_issues": "._label_issues",
+    "LabelIssueSummary": "._label_issues",
+    "find_duplicates": "._duplicates",
+    "keep_one_per_group": "._duplicates",
+    "content_hashes": "._duplicates",
+    "image_thumbnails": "._duplicates",
     "tune_gamma": ".tuning",
     "Backbone": "._backbones._base",
     "Preprocessing": "._backbones._base",
@@ -57,6 +63,12 @@ __all__ = [
     "OnnxSettings",
     "select_from_scores",
     "own_class_scores",
+    "find_label_issues",
+    "LabelIssueSummary",
+    "find_duplicates",
+    "keep_one_per_group",
+    "content_hashes",
+    "image_thumbnails",
     "tune_gamma",
     "Backbone",
     "Preprocessing",
@@ -97,6 +109,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._sampler import FlexRandSampler
     from ._scorer import DLCScorer
     from ._driver import own_class_scores
+    from ._duplicates import content_hashes, find_duplicates, image_thumbnails, keep_one_per_group
+    from ._label_issues import LabelIssueSummary, find_label_issues
     from ._selection import select_from_scores
     from ._prune import PruneResult, prune
     from ._selection_sampler import SelectionSampler

@@ -114,6 +114,7 @@ def check_memory(memory: Any) -> joblib.Memory | None:
     if memory is None:
         return None
     if isinstance(memory, (str, os.PathLike)):
+        _check_cache_folder(memory)
         return joblib.Memory(os.fspath(memory), verbose=0)
     if isinstance(memory, joblib.Memory) or (
         hasattr(memory, "cache") and callable(memory.cache)
@@ -122,3 +123,19 @@ def check_memory(memory: Any) -> joblib.Memory | None:
     raise ValueError(
         f"memory must be None, a path or a joblib.Memory, got {type(memory).__name__}"
     )
+
+
+def _check_cache_folder(memory: str | os.PathLike) -> None:
+    """Create the cache folder ``memory`` if needed; a clear error naming ``memory``
+    when it is a file or cannot be created or written."""
+    folder = Path(os.path.expanduser(os.fspath(memory)))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"memory={os.fspath(memory)!r} is a file, not a folder; give a folder "
+                         "for the cache (it is created if needed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise ValueError(f"memory={os.fspath(memory)!r}: the cache folder cannot be created or "
+                         f"written ({exc.strerror or exc})") from None

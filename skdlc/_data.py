@@ -1,6 +1,7 @@
 """Scorer input -> batches the backbone can take.
 
-X may be: a uint8 image array (N, H, W, C) or (N, H, W); a float array (N, C, H, W)
+X may be: a uint8 image array (N, H, W, C) with C in (1, 3, 4), or (N, H, W) (other
+integer dtypes holding 0-255 are read the same way); a float array (N, C, H, W)
 of pixels in [0, 1] (or of model input as-is when the backbone has no preprocessing);
 a 2-d float array (N, F) for a user module that takes vectors; a list of image file
 paths; a list of image arrays of any sizes; a torch ``Dataset`` yielding images (or
@@ -121,8 +122,37 @@ def _normalise(x: torch.Tensor, pp: Preprocessing, pixel_scale: float) -> torch.
     return (x * pixel_scale - mean) / std
 
 
+#: Channel counts of channels-last image arrays: gray, RGB, RGBA.
+_CHANNELS = (1, 3, 4)
+
+
+def check_image_channels(shape: tuple, what: str = "a uint8 image array") -> None:
+    """Refuse channels-last images that are neither gray, RGB nor RGBA."""
+    if len(shape) == 4 and shape[-1] not in _CHANNELS:
+        first = " (channels first? transpose to (N, H, W, C))" if shape[1] in _CHANNELS else ""
+        raise ValueError(
+            f"{what} must be (N, H, W) gray or (N, H, W, C) with C = 1 (gray), 3 (RGB) or 4 "
+            f"(RGBA) channels; got shape {tuple(shape)}{first}"
+        )
+
+
+def integer_images_as_uint8(X: np.ndarray) -> np.ndarray:
+    """Integer (non-uint8) pixels in 0-255 as uint8, channels last like uint8 images;
+    other integer values are refused (they are not 8-bit pixels)."""
+    if X.size:
+        lo, hi = int(X.min()), int(X.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"X is an integer ({X.dtype}) image array with values from {lo} to {hi}; integer "
+                "images are read as 8-bit pixels in 0-255: pass uint8 (N, H, W, C) images, or "
+                "float (N, C, H, W) pixels in [0, 1] (e.g. 16-bit images divided by 65535)"
+            )
+    return X.astype(np.uint8)
+
+
 def preprocess_uint8(images: np.ndarray, pp: Preprocessing) -> torch.Tensor:
     """uint8 (N, H, W, C) RGB -> normalised float (N, 3, h, w) model input."""
+    check_image_channels(images.shape)
     # np.require copies read-only slices (e.g. memmaps), which torch cannot wrap.
     x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     if x.ndim == 3:
@@ -143,27 +173,31 @@ def _preprocess_unit_float(x: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
     return _normalise(_resize_crop(x, pp), pp, pp.scale * 255.0)
 
 
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def _pil_to_rgb_uint8(im: "Image.Image") -> np.ndarray:
     """A PIL image in any mode -> uint8 (H, W, 3) RGB, upright.
 
     ``convert("RGB")`` clips: 16-bit pixels become 0/255 and float pixels 0/1. Those
-    modes are scaled to 0-255 first: 16-bit integers (``I;16``, and ``I`` as 16-bit
-    PNGs open) by 255/65535; float (``F``) pixels in [0, 1] by 255, float pixels
-    above 1 are taken as 0-255 values, or as 0-65535 values when above 255. EXIF
-    orientation (a phone photo stored sideways) is applied.
+    modes are scaled to 0-255 first: 16-bit integers (``I;16``) by 255/65535; 32-bit
+    integers (``I``, e.g. TIFF, or 16-bit PNGs in older Pillow) by their range: values
+    up to 255 as 8-bit pixels, up to 65535 as 16-bit ones, larger ones as 32-bit;
+    float (``F``) pixels in [0, 1] by 255, float pixels above 1 are taken as 0-255
+    values, or as 0-65535 values when above 255. EXIF orientation (a phone photo
+    stored sideways) is applied.
     """
     if im.getexif().get(0x0112, 1) not in (None, 1):  # 0x0112: EXIF orientation
         im = ImageOps.exif_transpose(im) or im
-    if im.mode in _SIXTEEN_BIT or im.mode == "F":
+    if im.mode in _SIXTEEN_BIT or im.mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float64)
         if a.size and not np.isfinite(a).all():
             raise ValueError(f"{im.mode} image with NaN or infinite pixel values")
         peak = float(a.max()) if a.size else 0.0
         if im.mode == "F":
             scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / 65535.0)
+        elif im.mode == "I":  # 32-bit container: read the values' own range
+            scale = 1.0 if peak <= 255.0 else (255.0 / 65535.0 if peak <= 65535.0 else 255.0 / (2**31 - 1))
         else:
             scale = 255.0 / 65535.0
         gray = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
@@ -216,10 +250,14 @@ def _item_to_uint8_or_float(item: Any) -> np.ndarray | torch.Tensor:
     if isinstance(item, (str, os.PathLike)):
         return _read_image(os.fspath(item))
     if isinstance(item, torch.Tensor):
-        return item if item.is_floating_point() else item.numpy()
+        if item.is_floating_point():
+            return item
+        item = item.numpy()
     arr = np.asarray(item)
     if arr.dtype == np.uint8:
         return arr
+    if np.issubdtype(arr.dtype, np.integer):
+        return integer_images_as_uint8(arr[None])[0]
     return torch.from_numpy(arr.astype(np.float32))
 
 
@@ -291,7 +329,12 @@ def _array_batches(X: np.ndarray, backbone: Backbone, batch_size: int) -> Batche
             f"backbone {backbone.name!r} expects images: an array of shape (N, H, W, C) "
             f"uint8, (N, H, W) or (N, C, H, W) float; got shape {X.shape}"
         )
+    what = "a uint8 image array"
+    if np.issubdtype(X.dtype, np.integer) and X.dtype != np.uint8:
+        what = f"an integer ({X.dtype}) image array"
+        X = integer_images_as_uint8(X)  # int64 pixels 0-255 are 8-bit images, not floats
     if X.dtype == np.uint8:
+        check_image_channels(X.shape, what)
         return Batches(len(X), batch_size, lambda a, b: preprocess_uint8(X[a:b], pp))
     _warn_if_not_unit_range(X)
     if X.ndim == 3:

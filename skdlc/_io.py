@@ -20,7 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask"]
+__all__ = ["atomic_write", "output_set", "check_writable_dir", "umask", "OUTPUT_MARKER", "is_output_set"]
+
+#: Key of every ``summary.json`` that skdlc writes as the completion marker of an
+#: output set; readers of image folders leave such folders out (an output written
+#: inside the data is never read back as a class).
+OUTPUT_MARKER = "skdlc_output"
 
 
 def umask() -> int:
@@ -167,3 +172,23 @@ def _commit(tmp: Path, out_dir: Path, names: list[str], swap: bool) -> None:
         if src.is_dir() and dst.exists():
             _remove(dst)
         os.replace(src, dst)
+
+
+def is_output_set(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a complete skdlc output set (a ``summary.json`` marked
+    with :data:`OUTPUT_MARKER`, or one written by an earlier skdlc: ``outputs`` and
+    ``n_kept`` beside a ``kept.csv``)."""
+    import json
+
+    folder = Path(folder)
+    summary = folder / "summary.json"
+    try:
+        if not summary.is_file() or summary.stat().st_size > 50_000_000:
+            return False
+        with open(summary, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(d, dict):
+        return False
+    return bool(d.get(OUTPUT_MARKER)) or ({"outputs", "n_kept"} <= set(d) and (folder / "kept.csv").is_file())

@@ -225,6 +225,11 @@ def extract_fields(
                                (output_field, True)):
             v = r.get(name) if name is not None else None
             if _is_missing(v):
+                if required and name in r:  # present, but null (or NaN)
+                    raise RecordError(
+                        f"{where(i)}: field {name!r} is {'null' if v is None else 'NaN'}; it must "
+                        "be a string", line
+                    )
                 if required:
                     have = ", ".join(repr(k) for k in list(r)[:8])
                     raise RecordError(

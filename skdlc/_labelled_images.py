@@ -90,7 +90,9 @@ def read_image_folder(root: str | os.PathLike) -> LabelledImages:
 
     The layout of ``torchvision.datasets.ImageFolder`` and of :func:`make_image_folder`.
     Hidden files and folders are ignored; files are sorted; class folders without
-    images are left out (named in ``notes``).
+    images are left out (named in ``notes``); so are folders that skdlc wrote (an
+    output set, marked in its ``summary.json``) and files of other types (``.ico``,
+    no extension: counted in ``notes``).
 
     Parameters
     ----------
@@ -107,20 +109,20 @@ def read_image_folder(root: str | os.PathLike) -> LabelledImages:
         No image in any class folder (the message says what was found instead).
     """
     root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    skip = _OutputSets()
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name) and not skip(p))
     paths: list[str] = []
     labels: list[str] = []
     notes: list[str] = []
     empty: list[str] = []
+    other: list[str] = []  # files of a type skdlc does not read
     for d in class_dirs:
         files = []
         for dirpath, dirnames, filenames in os.walk(d):
-            dirnames[:] = sorted(n for n in dirnames if _visible(n))
-            files += [
-                os.path.join(dirpath, f)
-                for f in filenames
-                if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)
-            ]
+            dirnames[:] = sorted(n for n in dirnames if _visible(n) and not skip(os.path.join(dirpath, n)))
+            for f in filenames:
+                if _visible(f):
+                    (files if f.lower().endswith(IMAGE_EXTENSIONS) else other).append(os.path.join(dirpath, f))
         if not files:
             empty.append(d.name)
             continue
@@ -141,7 +143,45 @@ def read_image_folder(root: str | os.PathLike) -> LabelledImages:
         )
     if empty:
         notes.append(f"class folder(s) without images left out: {', '.join(empty)}")
+    notes += skip.notes(root) + _other_files_note(other, root)
     return LabelledImages(paths, _str_array(labels), root, "folder", notes)
+
+
+class _OutputSets:
+    """Recognises folders that skdlc wrote (an output set, marked by its summary.json):
+    they are never read as data, e.g. ``--out`` inside DATA from an older run."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    def __call__(self, folder) -> bool:
+        from ._io import is_output_set
+
+        if is_output_set(folder):
+            self.found.append(os.fspath(folder))
+            return True
+        return False
+
+    def notes(self, root: Path) -> list[str]:
+        if not self.found:
+            return []
+        names = ", ".join(os.path.relpath(f, root) for f in self.found[:5])
+        more = f" and {len(self.found) - 5} more" if len(self.found) > 5 else ""
+        return [f"left out {len(self.found)} folder(s) written by skdlc (output sets, not data): {names}{more}"]
+
+
+def _other_files_note(files: list[str], root: Path) -> list[str]:
+    """A note counting the files left out as not of a readable image type, by extension."""
+    if not files:
+        return []
+    kinds: dict[str, int] = {}
+    for f in files:
+        ext = os.path.splitext(f)[1].lower()
+        key = ext if ext else "without extension"
+        kinds[key] = kinds.get(key, 0) + 1
+    by_kind = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+    return [f"left out {len(files)} file(s) not of an image type skdlc reads ({by_kind}; e.g. "
+            f"{os.path.relpath(files[0], root)!r}); read are {', '.join(IMAGE_EXTENSIONS)}"]
 
 
 def _str_array(values) -> np.ndarray:
@@ -154,8 +194,10 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledImages:
 
     Labels are read as text, exactly: ``NA``, ``None``, ``null`` or ``nan`` are class
     names like any other, and only an empty cell is a missing value (an error, reported
-    by line number). Surrounding spaces are stripped. Relative paths are resolved
-    against the CSV's folder. The ``kept.csv`` written by ``skdlc prune`` reads back.
+    by line number). Labels are kept exactly as written: ``"a "`` and ``"a"`` are two
+    classes, as they are for :class:`~skdlc.DLCScorer` (``notes`` says when labels
+    have leading or trailing spaces); spaces around paths are stripped. Relative
+    paths are resolved against the CSV's folder. The ``kept.csv`` written by ``skdlc prune`` reads back.
 
     Parameters
     ----------
@@ -176,10 +218,11 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledImages:
     csv_path = Path(os.path.abspath(os.path.expanduser(os.fspath(csv_path))))
     try:
         # keep_default_na=False: no cell is parsed as NaN; only "" is missing.
-        df = pd.read_csv(csv_path, dtype=str, skipinitialspace=True, keep_default_na=False,
-                         na_filter=False)
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
         raise ValueError(f"manifest {csv_path} is empty") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"manifest {csv_path}: {_utf8_error(csv_path)}; save the file as UTF-8") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
@@ -199,9 +242,10 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledImages:
     if len(df) == 0:
         raise ValueError(f"manifest {csv_path} has a header but no rows")
     problems = []
+    df["path"] = df["path"].astype(str).str.strip()
+    df["label"] = df["label"].astype(str)  # as written: "a " and "a" are two classes
     for col in ("path", "label"):
-        df[col] = df[col].astype(str).str.strip()
-        bad = (df[col] == "").to_numpy()
+        bad = (df[col].str.strip() == "").to_numpy()
         if bad.any():
             lines = (np.flatnonzero(bad) + 2).tolist()  # + header, 1-based
             shown = ", ".join(map(str, lines[:10])) + (
@@ -215,4 +259,23 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledImages:
     n_dup = len(paths) - len(set(paths))
     if n_dup:
         notes.append(f"{n_dup} manifest row(s) repeat an earlier path; each row is scored")
+    spaced = sorted({v for v in df["label"].tolist() if v != v.strip()})
+    if spaced:
+        notes.append(f"{len(spaced)} label(s) with leading or trailing spaces kept as written, as "
+                     f"classes of their own (e.g. {spaced[0]!r})")
     return LabelledImages(paths, _str_array(df["label"].tolist()), csv_path, "manifest", notes)
+
+
+def _utf8_error(path: Path) -> str:
+    """Where a file stops being UTF-8: line, column and byte offset of the first bad byte."""
+    data = path.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        data[start:].decode("utf-8")
+        return "not UTF-8 text"
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+    line_start = data.rfind(b"\n", 0, at) + 1
+    line = data.count(b"\n", 0, at) + 1
+    return (f"line {line} is not UTF-8 text (byte 0x{data[at]:02x} at byte "
+            f"offset {at} of the file, column {at - line_start + 1})")

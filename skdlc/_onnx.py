@@ -49,6 +49,7 @@ from sklearn.base import BaseEstimator
 from ._backbones._base import Backbone, Preprocessing
 from ._data import decodes_files, make_batches
 from ._engine import default_num_workers
+from ._outputs import dumps_json
 from ._losses import LOGITS
 from ._onnx_engine import OnnxEngine, _FolderVariants
 from ._onnx_export import _export  # noqa: F401  (benchmarks time it from here)
@@ -168,8 +169,7 @@ def export_scorer(scorer, path: str | os.PathLike, X: Any = None) -> Path:
                 "embedding": bool(scorer.embedding),
             }
             with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=2)
-                f.write("\n")
+                f.write(dumps_json(manifest, indent=2) + "\n")  # strict JSON: no NaN
             _replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

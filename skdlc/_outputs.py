@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["write_csv", "write_json", "fmt_score", "counts_by_class"]
+__all__ = ["write_csv", "write_json", "dumps_json", "fmt_score", "counts_by_class"]
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
@@ -47,6 +47,11 @@ def write_json(path: Path, obj) -> None:
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(_strict(obj), f, indent=2, allow_nan=False)
         f.write("\n")
+
+
+def dumps_json(obj, **kwargs) -> str:
+    """``json.dumps`` as strict JSON: NaN and infinity become null, numpy values plain."""
+    return json.dumps(_strict(obj), allow_nan=False, **kwargs)
 
 
 def fmt_score(x: float) -> str:

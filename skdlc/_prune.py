@@ -17,6 +17,7 @@ from sklearn.base import clone
 
 from ._layout import class_index, own_class, split_columns
 from ._outputs import counts_by_class, fmt_score, write_csv, write_json
+from ._prune_issues import find_issues, issues_summary, kept_after_duplicates, score_columns
 from ._selection import round_half_up
 
 __all__ = ["prune", "PruneResult", "OUTPUT_NAMES"]
@@ -53,7 +54,19 @@ class PruneResult:
     notes : list of str
         Things worth knowing about this run (classes too small for the ratio, ...).
     timings : dict
-        Seconds per stage: ``scoring``, ``selection``, ``total``.
+        Seconds per stage: ``scoring``, ``issues``, ``selection``, ``total``.
+    label_issues : pandas.DataFrame or None
+        One row per sample (:func:`~skdlc.find_label_issues`): ``is_label_issue``,
+        ``label_quality`` (higher = the label is more likely right), ``given_label``,
+        ``suggested_label``. None with ``issues=False``.
+    label_summary : LabelIssueSummary or None
+        Estimated share of wrong labels per class, the most confused class pairs.
+    duplicates : pandas.DataFrame or None
+        Rows with an exact or near-duplicate (:func:`~skdlc.find_duplicates`): ``row``,
+        ``group``, ``kind``, ``nearest_row``, ``similarity``, ``cross_class`` (a label
+        conflict), ...
+    n_dropped_duplicates : int
+        Rows left out before the selection by ``drop_duplicates=True``.
     """
 
     kept_indices: np.ndarray
@@ -68,6 +81,10 @@ class PruneResult:
     random_state: Any = None
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    label_issues: Any = None
+    label_summary: Any = None
+    duplicates: Any = None
+    n_dropped_duplicates: int = 0
 
     @property
     def selection(self) -> dict | None:
@@ -105,6 +122,7 @@ class PruneResult:
             "seed": self.random_state if isinstance(self.random_state, (int, type(None))) else "RandomState",
             "notes": list(self.notes),
             "time_s": {k: round(float(v), 3) for k, v in self.timings.items()},
+            **issues_summary(self),
         }
 
     def _selection_facts(self):
@@ -140,7 +158,8 @@ class PruneResult:
         """Write the output set into the folder ``out``, as ``skdlc prune`` does.
 
         ``scores.csv`` (every sample: ``path`` or ``index``, ``label``, ``score``,
-        ``kept``), ``kept.csv`` (the kept ones, input order), ``summary.json`` (last: it
+        ``kept``, then ``label_issue``, ``label_quality``, ``suggested_label`` and
+        ``duplicate_group`` when the run looked for issues), ``kept.csv`` (the kept ones, input order), ``summary.json`` (last: it
         marks a complete set), ``report.html`` + ``figures/`` (unless ``report=False``),
         and ``skipped.csv`` when ``skipped`` is given. Written as one set: a failure
         leaves an earlier set in ``out`` as it was.
@@ -169,19 +188,22 @@ class PruneResult:
         """
         from pathlib import Path
 
-        from ._io import output_set
+        from ._io import OUTPUT_MARKER, output_set
 
         out = Path(out)
-        summary = {**(extra or {}), **self.summary()}
+        # the marker first: readers of image folders never read an output set as data
+        summary = {OUTPUT_MARKER: True, **(extra or {}), **self.summary()}
         summary["outputs"] = {"kept": "kept.csv", "scores": "scores.csv", "summary": "summary.json"}
         if skipped is not None:
             summary["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
             summary["outputs"]["skipped"] = "skipped.csv"
         first, ids = ("path", list(paths)) if paths is not None else ("index", range(len(self.scores)))
         labels = self.labels.tolist()
+        extra_cols, extra_rows = score_columns(self) if self._has_issues else ((), [()] * len(labels))
         with output_set(out, OUTPUT_NAMES) as tmp:
-            write_csv(tmp / "scores.csv", (first, "label", "score", "kept"),
-                      ((i, lab, fmt_score(s), int(k)) for i, lab, s, k in zip(ids, labels, self.scores, self.kept)))
+            write_csv(tmp / "scores.csv", (first, "label", "score", "kept", *extra_cols),
+                      ((i, lab, fmt_score(s), int(k), *e)
+                       for i, lab, s, k, e in zip(ids, labels, self.scores, self.kept, extra_rows)))
             write_csv(tmp / "kept.csv", (first, "label", "score"),
                       ((ids[i], labels[i], fmt_score(self.scores[i])) for i in self.kept_indices))
             if skipped is not None:
@@ -190,6 +212,10 @@ class PruneResult:
                 self._write_report(tmp, summary, paths, texts, command, title)
             write_json(tmp / "summary.json", summary)  # last: the set is complete
         return summary
+
+    @property
+    def _has_issues(self) -> bool:
+        return self.label_issues is not None or self.duplicates is not None
 
     def _write_report(self, folder, summary, paths, texts, command, title) -> None:
         """A secondary output: a failure becomes a note, the run's files are kept."""
@@ -202,6 +228,8 @@ class PruneResult:
                          calibration=self.calibration,
                          selection=summary["selection"] or summary["gamma_search"],
                          timings=summary["time_s"], command=command,
+                         label_issues=self.label_issues, label_summary=self.label_summary,
+                         duplicates=self.duplicates,
                          info={k: summary[k] for k in keys if k in summary},
                          title=title or "skdlc pruning report")
             summary["outputs"]["report"] = "report.html"
@@ -216,7 +244,7 @@ def _default_selection(keep_ratio, random_state):
 
 
 def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=None,
-          verbose: bool = True) -> PruneResult:
+          issues: bool = True, drop_duplicates: bool = False, verbose: bool = True) -> PruneResult:
     """Score every sample with DLC and keep ``keep_ratio`` of every class: the main job.
 
     Steps: fit ``scorer`` (a :class:`~skdlc.DLCScorer`; by default the offline
@@ -247,6 +275,14 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
         ``sample_indices_``. ``None``: ``SelectionSampler()``.
     random_state : int, RandomState instance or None, default=None
         Seeds the selection (folds and draws). The learning path does not depend on it.
+    issues : bool, default=True
+        Also flag likely label issues (:func:`~skdlc.find_label_issues` on the
+        per-class losses) and find exact and near-duplicates
+        (:func:`~skdlc.find_duplicates` on the embedding, with content hashes of the
+        input): ``label_issues``, ``label_summary``, ``duplicates``. From the same pass.
+    drop_duplicates : bool, default=False
+        Leave duplicates out before the selection: each duplicate group keeps its
+        row with the lowest score. ``keep_ratio`` then applies to the remaining rows.
     verbose : bool, default=True
         Progress bars while scoring (sets the scorer's ``verbose``).
 
@@ -292,9 +328,20 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
         raise ValueError(f"the backbone gave non-finite scores for {bad} sample(s); check "
                          "the backbone's output (NaN features?)")
 
+    found: dict = {}
+    if issues or drop_duplicates:
+        emb, _ = split_columns(Xt, len(classes))
+        found = find_issues(X, emb, losses, labels, classes, scorer)
+    rows = np.arange(len(scores))
+    if drop_duplicates:
+        rows = kept_after_duplicates(found["duplicates"], len(scores), scores)
     t1 = time.perf_counter()
-    sampler.fit(Xt, labels)
-    kept_idx = np.asarray(sampler.sample_indices_)
+    if len(rows) < len(scores):
+        sampler.fit(Xt[rows], labels[rows])
+        kept_idx = np.sort(rows[np.asarray(sampler.sample_indices_)])
+    else:
+        sampler.fit(Xt, labels)
+        kept_idx = np.asarray(sampler.sample_indices_)
     kept = np.zeros(len(scores), dtype=bool)
     kept[kept_idx] = True
     notes = []
@@ -307,5 +354,10 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
         kept_indices=kept_idx, kept=kept, scores=scores, losses=np.asarray(losses), labels=labels,
         classes=classes, scorer=scorer, sampler=sampler, keep_ratio=float(keep_ratio),
         random_state=random_state, notes=notes,
-        timings={"scoring": t_score, "selection": t_sel, "total": time.perf_counter() - t0},
+        timings={"scoring": t_score, **({"issues": found["seconds"]} if found else {}),
+                 "selection": t_sel, "total": time.perf_counter() - t0},
+        label_issues=found.get("label_issues") if issues else None,
+        label_summary=found.get("label_summary") if issues else None,
+        duplicates=found.get("duplicates") if issues or drop_duplicates else None,
+        n_dropped_duplicates=int(len(scores) - len(rows)),
     )

@@ -11,13 +11,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 from ._layout import own_class, split_columns
-from ._selection import STRATEGIES, herd_per_group, pca_projection, select_per_group
+from ._selection import SAMPLER_STRATEGIES, herd_per_group, pca_projection, select_per_group
 
-__all__ = ["FlexRandSampler", "SAMPLER_STRATEGIES"]
-
-#: Every strategy of the sampler family: the score-based rules of
-#: :func:`skdlc.select_from_scores`, and ``"herding"``, which reads the embedding.
-SAMPLER_STRATEGIES = STRATEGIES + ("herding",)
+__all__ = ["FlexRandSampler"]
 
 
 class FlexRandSampler(BaseSampler):
@@ -200,6 +196,9 @@ class FlexRandSampler(BaseSampler):
     def fit(self, X, y):
         """Select the rows to keep; see ``fit_resample``.
 
+        Unlike ``fit_resample``, no copy of the kept rows is made (``sample_indices_``
+        says which they are): what a large data set needs.
+
         Parameters
         ----------
         X : {array-like, dataframe, sparse matrix} of shape (n_samples, n_features)
@@ -213,7 +212,9 @@ class FlexRandSampler(BaseSampler):
         self : object
             The fitted sampler.
         """
-        self.fit_resample(X, y)
+        self._validate_params()
+        X, y, _ = self._check_X_y(X, y)
+        self._select(X, y)
         return self
 
     def _check_X_y(self, X, y, accept_sparse=None):
@@ -243,6 +244,10 @@ class FlexRandSampler(BaseSampler):
         return scores, emb
 
     def _fit_resample(self, X, y):
+        idx = self._select(X, y)
+        return _safe_indexing(X, idx), _safe_indexing(y, idx)
+
+    def _select(self, X, y):
         classes, y_codes = np.unique(y, return_inverse=True)
         y_codes = y_codes.ravel()
         scores, emb = self._read_scores(X, y_codes, classes.size)
@@ -252,10 +257,6 @@ class FlexRandSampler(BaseSampler):
             self.gamma_search_ = self._tune_gamma(X, y)
             self.gamma_ = self.gamma_search_.best_gamma
         if self.strategy == "herding":
-            emb = np.asarray(emb, dtype=np.float64)
-            if not np.isfinite(emb).all():
-                raise ValueError("the embedding columns of X contain NaN or infinity; "
-                                 "herding needs finite features")
             idx, counts = herd_per_group(scores, pca_projection(emb), y_codes, classes.size,
                                          self.keep_ratio, drop_hardest=self.drop_hardest)
         else:
@@ -269,7 +270,7 @@ class FlexRandSampler(BaseSampler):
         self.scores_ = scores
         self.n_kept_per_class_ = n_kept
         self.sampling_strategy_ = dict(n_kept)
-        return _safe_indexing(X, idx), _safe_indexing(y, idx)
+        return idx
 
     def _tune_gamma(self, X, y):
         from .tuning import GAMMA_STRATEGIES, tune_gamma

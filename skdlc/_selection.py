@@ -54,6 +54,9 @@ __all__ = [
 
 #: Names accepted by :func:`select`, default first.
 STRATEGIES = ("flexrand", "random", "easy", "hard", "flexible", "bins")
+#: Every strategy of the sampler family: those of :func:`select`, and ``"herding"``,
+#: which reads the embedding (:func:`herd_per_group`).
+SAMPLER_STRATEGIES = STRATEGIES + ("herding",)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -577,23 +580,55 @@ def select_herding(scores, Z, n_keep, drop_hardest=0.0):
     return _done(rows[herding_order(Z[rows], n_keep)])
 
 
+class _Projection:
+    """A PCA (or just centring, when it would not reduce) fitted on some rows of ``E``."""
+
+    def __init__(self, E, rows, n_components=128, max_fit_rows=5000):
+        from sklearn.decomposition import PCA
+        from threadpoolctl import threadpool_limits
+
+        rows = np.asarray(rows)
+        if rows.size > max_fit_rows:  # the leading directions need no more rows
+            rows = np.sort(np.random.default_rng(0).choice(rows, max_fit_rows, replace=False))
+        F = np.asarray(E[rows], dtype=np.float32)
+        _check_finite_features(F)
+        self.k = min(int(n_components), F.shape[1], max(1, F.shape[0] - 1))
+        self.mean = F.mean(0)
+        self.pca = None
+        if self.k < F.shape[1]:
+            solver = "randomized" if self.k < min(F.shape) // 2 else "full"
+            with threadpool_limits(limits=1, user_api="blas"):
+                self.pca = PCA(self.k, svd_solver=solver, random_state=0).fit(F)
+
+    def transform(self, E, block=65536) -> np.ndarray:
+        """Every row of ``E``, projected in blocks (float32; no full-size float64 copy)."""
+        from threadpoolctl import threadpool_limits
+
+        out = np.empty((len(E), self.k if self.pca is not None else E.shape[1]), dtype=np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for a in range(0, len(E), block):
+                part = np.asarray(E[a:a + block], dtype=np.float32)
+                _check_finite_features(part)
+                out[a:a + block] = part - self.mean if self.pca is None else self.pca.transform(part)
+        return out
+
+
 def pca_projection(E, n_components=128):
     """Centred PCA projection (float32) of ``E`` to at most ``n_components`` dimensions.
 
     Label-free, fitted on the rows given (inside a cross-validation fold, only that
-    fold's rows). Herding follows the class mean in this projection: the embedding's
-    own geometry, without the noise of its many low-variance directions.
+    fold's rows), on at most 5,000 of them (a fixed random sample), and applied in
+    blocks: cost and memory grow linearly with the rows. Herding follows the class
+    mean in this projection: the embedding's own geometry, without the noise of its
+    many low-variance directions.
     """
-    from sklearn.decomposition import PCA
-    from threadpoolctl import threadpool_limits
+    return _Projection(E, np.arange(len(E)), n_components).transform(E)
 
-    E = np.asarray(E, dtype=np.float32)
-    k = min(int(n_components), E.shape[1], max(1, E.shape[0] - 1))
-    if k >= E.shape[1]:
-        return E - E.mean(0)
-    with threadpool_limits(limits=1, user_api="blas"):
-        solver = "randomized" if k < min(E.shape) // 2 else "full"
-        return PCA(k, svd_solver=solver, random_state=0).fit_transform(E).astype(np.float32)
+
+def _check_finite_features(F) -> None:
+    if not np.isfinite(F).all():
+        raise ValueError("the embedding columns of X contain NaN or infinity; herding and "
+                         "the selection's probe need finite features")
 
 
 def herd_per_group(scores, Z, codes, n_groups, keep_ratio, *, drop_hardest=0.0):

@@ -70,7 +70,7 @@ class SelectionSampler(BaseSampler):
         Number of stratified folds; lowered to the size of the second-largest class
         when classes are smaller. Classes with fewer rows than folds take no part in
         the comparison (they still keep their share of the final selection).
-    max_cv_samples : int or None, default=20000
+    max_cv_samples : int or None, default=10000
         The comparison runs on a stratified random sample of at most this many rows
         (the choice of strategy does not need every row); the chosen candidate then
         selects from all rows. ``None``: every row.
@@ -138,7 +138,7 @@ class SelectionSampler(BaseSampler):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, keep_ratio=0.5, *, candidates=None, cv=5, max_cv_samples=20000,
+    def __init__(self, keep_ratio=0.5, *, candidates=None, cv=5, max_cv_samples=10000,
                  probe=None, random_state=None):
         self.keep_ratio = keep_ratio
         self.candidates = candidates
@@ -154,11 +154,15 @@ class SelectionSampler(BaseSampler):
     def fit(self, X, y):
         """Choose the selection and the rows to keep; see ``fit_resample``.
 
+        No copy of the kept rows is made (``sample_indices_`` says which they are).
+
         Returns
         -------
         self : object
         """
-        self.fit_resample(X, y)
+        self._validate_params()
+        X, y, _ = self._check_X_y(X, y)
+        self._select(X, y)
         return self
 
     def _check_X_y(self, X, y, accept_sparse=None):
@@ -169,16 +173,19 @@ class SelectionSampler(BaseSampler):
 
     @staticmethod
     def _search_layout(X, n_classes) -> np.ndarray:
-        """``[embedding | per-class scores]`` as dense floats; without embedding columns
-        the per-class scores stand in for it (the probe and herding read them)."""
-        X = np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
+        """``[embedding | per-class scores]``, dense; without embedding columns the
+        per-class scores stand in for it (the probe and herding read them). ``X`` itself
+        when it already has that layout: no copy of a large embedding."""
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
         emb, per_class = split_columns(X, n_classes)
-        if per_class.shape[1] != n_classes:  # one score per row: the same at every class
-            per_class = np.repeat(per_class, n_classes, axis=1)
-        X = np.hstack([per_class if emb is None else emb, per_class])
-        if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinity: the probe's embedding and the "
-                             "scores must be finite")
+        if emb is None or per_class.shape[1] != n_classes:
+            if per_class.shape[1] != n_classes:  # one score per row: the same at every class
+                per_class = np.repeat(per_class, n_classes, axis=1)
+            X = np.hstack([per_class if emb is None else emb, per_class]).astype(np.float32)
+        for a in range(0, len(X), 65536):  # in blocks: no full-size temporary
+            if not np.isfinite(X[a:a + 65536]).all():
+                raise ValueError("X contains NaN or infinity: the probe's embedding and the "
+                                 "scores must be finite")
         return X
 
     def _candidates(self) -> list[dict]:
@@ -192,6 +199,10 @@ class SelectionSampler(BaseSampler):
         return cands
 
     def _fit_resample(self, X, y):
+        idx = self._select(X, y)
+        return _safe_indexing(X, idx), _safe_indexing(y, idx)
+
+    def _select(self, X, y) -> np.ndarray:
         classes, codes = np.unique(y, return_inverse=True)
         codes = codes.ravel()
         cands = self._candidates()
@@ -212,7 +223,7 @@ class SelectionSampler(BaseSampler):
         self.scores_ = sampler.scores_
         self.n_kept_per_class_ = sampler.n_kept_per_class_
         self.sampling_strategy_ = dict(sampler.n_kept_per_class_)
-        return _safe_indexing(X, self.sample_indices_), _safe_indexing(y, self.sample_indices_)
+        return self.sample_indices_
 
     def _search(self, X, codes, n_classes, cands, rng, seed):
         """Cross-validate the candidates: (cv_results_, chosen index, rule, rows used)."""

@@ -98,7 +98,7 @@ def default_probe(C: float = 0.1):
     return LogisticRegression(C=C, max_iter=200, tol=1e-3)
 
 
-def fold_projection(E_train, E_all, n_components: int = 128):
+def fold_projection(E, train, n_components: int = 128):
     """PCA of the embedding fitted on a fold's training rows, applied to every row.
 
     Returns ``(P, scale)``: the unstandardised projection (float32; herding follows the
@@ -106,20 +106,11 @@ def fold_projection(E_train, E_all, n_components: int = 128):
     component (the probe reads ``P / scale``). Label-free; the held-out rows never
     enter the fit.
     """
-    from sklearn.decomposition import PCA
+    from ._selection import _Projection
 
-    E_train = np.asarray(E_train, dtype=np.float32)
-    k = min(int(n_components), E_train.shape[1], max(1, E_train.shape[0] - 1))
-    if k >= E_train.shape[1]:
-        mu = E_train.mean(0)
-        P = np.asarray(E_all, dtype=np.float32) - mu
-        sd = E_train.std(0)
-    else:
-        solver = "randomized" if k < min(E_train.shape) // 2 else "full"
-        pca = PCA(k, svd_solver=solver, random_state=0).fit(E_train)
-        P = pca.transform(np.asarray(E_all, dtype=np.float32)).astype(np.float32)
-        sd = np.sqrt(pca.explained_variance_).astype(np.float32)
-    return P, np.where(sd > 1e-12, sd, 1.0)
+    P = _Projection(E, train, n_components).transform(E)
+    sd = P[train].std(0)
+    return P, np.where(sd > 1e-12, sd, 1.0).astype(np.float32)
 
 
 def _probe_accuracy(probe, Z_train, y_train, Z_test, y_test) -> float:
@@ -167,8 +158,8 @@ def run_search(X, codes, n_classes: int, keep_ratio: float, candidates: list[dic
     acc = np.zeros((len(candidates), len(cv)))
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, te) in enumerate(cv):
-            P, scale = fold_projection(X[tr, :n_emb], X[:, :n_emb])
-            Xf = np.hstack([P, np.asarray(X[:, n_emb:], dtype=np.float64)])
+            P, scale = fold_projection(X[:, :n_emb], tr)
+            Xf = np.hstack([P, np.asarray(X[:, n_emb:], dtype=np.float32)])
             Z = P / scale
             for i, c in enumerate(candidates):
                 kept = tr[FlexRandSampler(keep_ratio, random_state=random_state, **c).fit(

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ._outputs import dumps_json
+
 __all__ = [
     "HANDLER_FILE",
     "HANDLER_SOURCE",
@@ -183,7 +185,7 @@ def write_metadata(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / META_FILE
-    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    path.write_text(dumps_json(meta, indent=2) + "\n", encoding="utf-8")  # strict JSON
     return path
 
 
@@ -307,7 +309,7 @@ def build_archive(
             extra.append(stage / "payload")
             serialized = []
             requirements = [f"skdlc[serve,onnx]=={__version__}"]
-        (stage / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (stage / META_FILE).write_text(dumps_json(meta, indent=2) + "\n", encoding="utf-8")
         (stage / HANDLER_FILE).write_text(HANDLER_SOURCE, encoding="utf-8")
         (stage / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
         (stage / "model-config.yaml").write_text(

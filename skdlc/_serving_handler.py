@@ -401,8 +401,8 @@ class DLCHandler(BaseHandler):
                 entry: dict[str, Any] = {}
                 if label is not None:
                     entry["label"] = self.class_names[label]
-                    entry["score"] = float(row[label])
-                entry["complexities"] = dict(zip(self.class_names, map(float, row)))
+                    entry["score"] = _finite(row[label])
+                entry["complexities"] = dict(zip(self.class_names, map(_finite, row)))
                 rows.append(entry)
             start += len(images)
             self._content_type(idx)
@@ -428,3 +428,9 @@ class DLCHandler(BaseHandler):
         if self.context is not None:
             self.context.set_response_content_type(idx, "application/json")
             self.context.set_response_header(idx, BATCH_HEADER, str(self._batch))
+
+
+def _finite(x) -> float | None:
+    """A float for a JSON answer; NaN and infinities become null (strict JSON)."""
+    x = float(x)
+    return x if np.isfinite(x) else None

@@ -1,7 +1,9 @@
 """Figures and a self-contained HTML report of a pruning run.
 
 Every figure function returns a :class:`matplotlib.figure.Figure`, built without pyplot
-(nothing global changes; Jupyter displays it, ``fig.savefig(path)`` writes it);
+(nothing global changes; Jupyter displays it, ``fig.savefig(path)`` writes it). Text
+from the data (class names, file names) is drawn literally: a ``$`` never starts
+matplotlib's math mode;
 :func:`write_report` puts them, with thumbnails of the easiest and hardest images, the
 likely mislabelled samples, counts per class, timings, the command and versions, into
 one ``report.html`` that opens offline, and the same figures as PNGs in ``figures/``.
@@ -20,10 +22,8 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import math
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -31,8 +31,28 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._report_analysis import (  # noqa: F401  (re-exported: public names)
+    _groups,
+    _kept_mask,
+    _path_dict,
+    _selection_dict,
+    environment_versions,
+    likely_mislabelled,
+)
+from ._report_figures import (  # noqa: F401  (re-exported: public names)
+    _order_by_score,
+    _png,
+    _shown,
+    plot_class_counts,
+    plot_examples,
+    plot_learning_path,
+    plot_mislabelled,
+    plot_score_distribution,
+    plot_selection,
+)
 from ._report_html import Section, esc, not_available, page, png_img, table, truncate
 from ._report_images import Thumbnails
+from ._report_issues import as_labels, duplicates_section, label_issues_section
 
 __all__ = [
     "write_report",
@@ -46,501 +66,17 @@ __all__ = [
     "environment_versions",
 ]
 
-_KEPT, _DROPPED, _ACCENT = "#1f9d55", "#b8bec9", "#d1495b"
 #: Figure file names written under ``figures/`` (a rerun removes the ones it did not make).
 FIGURES = ("counts", "scores", "examples", "path", "selection", "mislabelled")
 
 
 # ------------------------------------------------------------------------ inputs
-def _as_dict(obj, attr: str | None = None) -> dict | None:
-    """A ``to_dict()``-able object (or a fitted estimator holding one in ``attr``) as a dict."""
-    if obj is None:
-        return None
-    if attr and hasattr(obj, attr) and not isinstance(obj, Mapping):
-        obj = getattr(obj, attr)
-        if obj is None:
-            return None
-    if hasattr(obj, "to_dict") and not isinstance(obj, Mapping):
-        obj = obj.to_dict()
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a dict or an object with to_dict(), got {type(obj).__name__}")
-    return dict(obj)
-
-
-def _kept_mask(kept, n: int) -> np.ndarray:
-    kept = np.asarray(kept)
-    if kept.dtype == bool:
-        if kept.shape != (n,):
-            raise ValueError(f"kept must be a boolean mask of length {n}, got shape {kept.shape}")
-        return kept
-    if kept.ndim == 1 and np.issubdtype(kept.dtype, np.integer):  # indices of the kept rows
-        mask = np.zeros(n, dtype=bool)
-        mask[kept] = True
-        return mask
-    raise ValueError(f"kept must be a boolean mask or an array of indices, got dtype {kept.dtype}")
-
-
-def _groups(labels, n: int, classes=None) -> tuple[np.ndarray, list[str]]:
-    """Each row's group index and the group names (the classes; one group without labels)."""
-    if labels is None:
-        return np.zeros(n, dtype=int), ["all"]
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have length {n}, got shape {labels.shape}")
-    names = [str(c) for c in (np.unique(labels) if classes is None else classes)]
-    lookup = {c: i for i, c in enumerate(names)}
-    idx = np.array([lookup.get(str(v), -1) for v in labels.tolist()], dtype=int)
-    if (idx < 0).any():  # labels not in `classes`: add them after
-        extra = sorted({str(v) for v in labels[idx < 0].tolist()})
-        names += extra
-        lookup = {c: i for i, c in enumerate(names)}
-        idx = np.array([lookup[str(v)] for v in labels.tolist()], dtype=int)
-    return idx, names
-
-
-def _selection_dict(selection) -> dict | None:
-    """A ``SelectionResult.to_dict()``; the CLI's older gamma search is converted to it."""
-    d = _as_dict(selection)
-    if d is not None and hasattr(d.get("table"), "to_dict"):  # a DataFrame, not yet rows
-        d["table"] = d["table"].to_dict("records")
-    if d is None or "table" in d:
-        return d
-    if "gammas" in d and "mean_accuracy" in d:  # skdlc prune's gamma_search summary
-        n_rep = max(int(d.get("n_repeats", 1) or 1), 1)
-        best = d.get("best_gamma")
-        rows = [
-            {"candidate": f"flexrand gamma={g:g}", "strategy": "flexrand", "gamma": float(g),
-             "mean": float(m), "sem": float(s) / math.sqrt(n_rep),
-             "chosen": best is not None and float(g) == float(best)}
-            for g, m, s in zip(d["gammas"], d["mean_accuracy"], d.get("std_accuracy", [0.0] * len(d["gammas"])))
-        ]
-        if "random_subset_accuracy" in d:
-            rows.append({"candidate": "random subset", "strategy": "random", "gamma": None,
-                         "mean": float(d["random_subset_accuracy"]), "sem": None, "chosen": False})
-        return {"strategy": "flexrand", "gamma": best, "params": {"gamma": best},
-                "rule": d.get("procedure", "highest mean validation accuracy"), "table": rows}
-    raise ValueError("selection must be a SelectionResult, its to_dict(), or a gamma-search summary "
-                     f"with 'gammas' and 'mean_accuracy'; got keys {sorted(d)}")
 
 
 # ------------------------------------------------------------------------ figures
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # lazy: `import skdlc` stays light
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _shown(names: Sequence[str], max_classes: int) -> tuple[list[int], int]:
-    shown = list(range(min(len(names), max_classes)))
-    return shown, len(names) - len(shown)
-
-
-def plot_score_distribution(scores, labels, kept, *, classes=None, max_classes: int = 20,
-                            bins: int = 20):
-    """Histogram of the scores of each class, kept and dropped samples stacked.
-
-    Parameters
-    ----------
-    scores : array-like of shape (n_samples,)
-        Hardness scores (higher is harder).
-    labels : array-like of shape (n_samples,) or None
-        Class (or category) of each sample; None draws one histogram of all samples.
-    kept : array-like of shape (n_samples,) of bool, or indices of the kept samples
-    classes : sequence, default=None
-        Class order (default: sorted labels).
-    max_classes : int, default=20
-        At most this many panels (the first classes); the title says how many are left out.
-    bins : int, default=20
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    scores = np.asarray(scores, dtype=float)
-    kept = _kept_mask(kept, len(scores))
-    g, names = _groups(labels, len(scores), classes)
-    shown, hidden = _shown(names, max_classes)
-    ncols = min(5, len(shown))
-    nrows = math.ceil(len(shown) / ncols)
-    fig = _figure(2.6 * ncols + 0.4, 1.9 * nrows + 0.5)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, k in zip(axes.ravel(), shown):
-        s, m = scores[g == k], kept[g == k]
-        edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=bins) if np.isfinite(s).any() else bins
-        # stepfilled: one polygon per series instead of a patch per bar (much faster to draw)
-        ax.hist([s[m], s[~m]], bins=edges, stacked=True, histtype="stepfilled", color=[_KEPT, _DROPPED],
-                label=["kept", "dropped"])
-        ax.set_title(f"{truncate(names[k], 28)}  ({m.sum()}/{len(s)} kept)", fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(shown):]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=7, frameon=False)
-    more = f"; {hidden} more classes not shown" if hidden else ""
-    fig.suptitle(f"score per class (higher = harder){more}", fontsize=10)
-    fig.supxlabel("score", fontsize=9)
-    return fig
-
-
-def plot_class_counts(labels, kept, *, classes=None, max_classes: int = 60):
-    """Bars of each class's size before pruning and after (kept).
-
-    Parameters
-    ----------
-    labels : array-like of shape (n_samples,) or None
-    kept : array-like of shape (n_samples,) of bool, or indices of the kept samples
-    classes : sequence, default=None
-    max_classes : int, default=60
-        At most this many bars (the first classes).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    n = len(labels) if labels is not None else len(np.asarray(kept))
-    kept = _kept_mask(kept, n)
-    g, names = _groups(labels, n, classes)
-    before = np.bincount(g, minlength=len(names))
-    after = np.bincount(g[kept], minlength=len(names))
-    shown, hidden = _shown(names, max_classes)
-    x = np.arange(len(shown))
-    fig = _figure(min(3 + 0.35 * len(shown), 14), 3.2)
-    ax = fig.subplots()
-    ax.bar(x, before[shown], color=_DROPPED, label="before")
-    ax.bar(x, after[shown], color=_KEPT, label="kept")
-    ax.set_xticks(x, [truncate(names[k], 14) for k in shown], rotation=45 if len(shown) > 8 else 0,
-                  ha="right" if len(shown) > 8 else "center", fontsize=7)
-    ax.set_ylabel("samples")
-    ax.legend(fontsize=8, frameon=False)
-    more = f" (first {len(shown)} of {len(names)} classes)" if hidden else ""
-    ax.set_title(f"samples per class before and after pruning{more}", fontsize=10)
-    return fig
-
-
-def _order_by_score(scores, g, k, n):
-    rows = np.flatnonzero(g == k)
-    order = rows[np.argsort(scores[rows], kind="stable")]
-    return order[:n], order[::-1][:n]  # easiest first; hardest first
-
-
-def _mosaic(rows, thumbs: Thumbnails, kept, captions, *, gap_after: int | None = None):
-    """One RGB array holding rows of outlined thumbnails (fast: a single imshow)."""
-    size, border, pad = thumbs.size, 3, 4
-    cell = size + 2 * border + pad
-    ncols = max(len(r) for r in rows) + (1 if gap_after is not None else 0)
-    canvas = np.full((len(rows) * (cell + 12), ncols * cell, 3), 255, dtype=np.uint8)
-    positions = []
-    for r, row in enumerate(rows):
-        for c, i in enumerate(row):
-            col = c + (1 if gap_after is not None and c >= gap_after else 0)
-            y0, x0 = r * (cell + 12), col * cell
-            colour = (31, 157, 85) if kept[i] else (184, 190, 201)
-            canvas[y0:y0 + size + 2 * border, x0:x0 + size + 2 * border] = colour
-            canvas[y0 + border:y0 + border + size, x0 + border:x0 + border + size] = (238, 240, 244)
-            im = thumbs.get(i)
-            if im is not None:
-                if max(im.size) < size:  # small images (e.g. 28 px digits): enlarge, blocky
-                    f = size / max(im.size)
-                    im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), 0)
-                a = np.asarray(im)
-                oy, ox = (size - a.shape[0]) // 2, (size - a.shape[1]) // 2
-                canvas[y0 + border + oy:y0 + border + oy + a.shape[0],
-                       x0 + border + ox:x0 + border + ox + a.shape[1]] = a
-            positions.append((x0 + border + size / 2, y0 + size + 2 * border + 1, captions(i)))
-    return canvas, positions
-
-
-def plot_examples(paths, scores, labels, kept, *, classes=None, n: int = 6, max_classes: int = 8,
-                  thumb_size: int = 64, _thumbs: Thumbnails | None = None):
-    """The ``n`` easiest and ``n`` hardest images of each class, the kept ones outlined in green.
-
-    Parameters
-    ----------
-    paths : sequence of str or path of shape (n_samples,)
-        Image files.
-    scores : array-like of shape (n_samples,)
-    labels : array-like of shape (n_samples,) or None
-    kept : array-like of shape (n_samples,) of bool, or indices of the kept samples
-    classes : sequence, default=None
-    n : int, default=6
-        Images per side (easiest, hardest).
-    max_classes : int, default=8
-        Rows (the first classes).
-    thumb_size : int, default=64
-        Thumbnail side in pixels.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    scores = np.asarray(scores, dtype=float)
-    kept = _kept_mask(kept, len(scores))
-    g, names = _groups(labels, len(scores), classes)
-    thumbs = _thumbs or Thumbnails(paths, thumb_size)
-    shown, hidden = _shown(names, max_classes)
-    rows = []
-    for k in shown:
-        easy, hard = _order_by_score(scores, g, k, n)
-        rows.append(list(easy) + list(hard[::-1]))  # hardest at the far right
-    canvas, pos = _mosaic(rows, thumbs, kept, lambda i: truncate(os.path.basename(os.fspath(paths[i])), 11),
-                          gap_after=None)
-    h, w = canvas.shape[:2]
-    fig = _figure(w / 80 + 1.4, h / 80 + 0.6)
-    ax = fig.subplots()
-    ax.imshow(canvas, interpolation="nearest")
-    for x, y, text in pos:
-        ax.text(x, y, text, ha="center", va="top", fontsize=4.5, color="#3a4150")
-    row_h = h / max(len(rows), 1)
-    for r, k in enumerate(shown):
-        ax.text(-6, r * row_h + thumbs.size / 2, truncate(names[k], 16), ha="right", va="center", fontsize=7)
-    ax.set_axis_off()
-    more = f"; {hidden} more classes in the report" if hidden else ""
-    fig.suptitle(f"easiest (left) to hardest (right) per class; green outline = kept{more}", fontsize=9)
-    return fig
-
-
-def _path_dict(calibration) -> dict | None:
-    d = _as_dict(calibration, "calibration_")
-    if d is None:
-        return None
-    missing = [k for k in ("probe_ratios", "accuracies") if k not in d]
-    if missing:
-        raise ValueError(f"calibration needs keys 'probe_ratios' and 'accuracies'; missing {missing}")
-    return d
-
-
-def plot_learning_path(calibration):
-    """Nearest-class-mean accuracy of each probed masked model against its ratio.
-
-    A model whose accuracy falls to the chance line has collapsed: its losses carry no
-    information about the samples. The ratios of the chosen path are marked.
-
-    Parameters
-    ----------
-    calibration : Calibration, its ``to_dict()``, or a fitted scorer with ``calibration_``
-        Needs ``probe_ratios`` and ``accuracies``; ``chance`` and ``ratios`` are drawn
-        when present.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    d = _path_dict(calibration)
-    if d is None:
-        raise ValueError("no calibration: the scorer's path was not calibrated")
-    r = np.asarray(d["probe_ratios"], dtype=float)
-    a = np.asarray(d["accuracies"], dtype=float)
-    fig = _figure(6.4, 3.4)
-    ax = fig.subplots()
-    ax.plot(r, a, "o-", color="#2456a6", ms=4, lw=1.5, label="probed model")
-    if d.get("chance") is not None:
-        ax.axhline(float(d["chance"]), color="#777", ls="--", lw=1, label="chance")
-    chosen = np.asarray(d.get("ratios") or [], dtype=float)
-    if chosen.size:
-        on = np.isin(np.round(r, 6), np.round(chosen, 6))
-        ax.plot(r[on], a[on], "o", ms=10, mfc="none", mec=_ACCENT, mew=2, label="chosen path")
-        for x in chosen[~np.isin(np.round(chosen, 6), np.round(r, 6))]:
-            ax.axvline(x, color=_ACCENT, lw=1, ls=":")
-    ax.set_xlabel("mask ratio (share of weights zeroed)")
-    ax.set_ylabel("nearest-class-mean accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8, frameon=False)
-    ax.set_title("learning path: accuracy of each masked model", fontsize=10)
-    return fig
-
-
-def plot_selection(selection):
-    """Validation score of every selection candidate, the chosen one marked.
-
-    One horizontal bar per candidate (mean +- standard error over the folds, in the
-    table's order, simplest first), the chosen one in the accent colour, and the
-    one-standard-error line of the best candidate: the rule picks the simplest candidate
-    at or right of it.
-
-    Parameters
-    ----------
-    selection : SelectionResult or its ``to_dict()``
-        ``table`` rows with ``candidate``, ``mean``, ``sem``, ``chosen``.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    d = _selection_dict(selection)
-    if d is None:
-        raise ValueError("no selection result")
-    rows = list(d.get("table") or [])
-    if not rows:
-        raise ValueError("the selection result has an empty table")
-
-    def num(v, default=float("nan")):
-        return default if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-    means = np.array([num(r.get("mean")) for r in rows])
-    sems = np.array([num(r.get("sem"), 0.0) for r in rows])
-    names = [truncate(str(r.get("candidate")), 34) for r in rows]
-    colors = [_ACCENT if r.get("chosen") else "#9aa5b1" for r in rows]
-    fig = _figure(6.4, 0.8 + 0.24 * len(rows))
-    ax = fig.subplots()
-    y = np.arange(len(rows))[::-1]  # the first (simplest) candidate on top
-    ax.barh(y, means, xerr=sems, color=colors, height=0.7, capsize=2, error_kw={"lw": 0.8})
-    ax.set_yticks(y, names, fontsize=7)
-    finite = np.isfinite(means)
-    if finite.any():
-        best = int(np.nanargmax(means))
-        ax.axvline(means[best] - sems[best], ls="--", lw=1, color="k",
-                   label="best mean - 1 standard error")
-        lo, hi = np.nanmin(means - sems), np.nanmax(means + sems)
-        pad = max((hi - lo) * 0.15, 1e-3)
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
-    ax.set_xlabel("validation accuracy (mean over folds)")
-    gamma = num(d.get("gamma"))
-    chosen = f": {d.get('strategy')}" + ("" if math.isnan(gamma) else f", gamma {gamma:g}")
-    ax.set_title(f"how the selection was chosen{chosen}", fontsize=10)
-    return fig
-
-
-def likely_mislabelled(losses, labels, *, classes=None, hard_quantile: float = 0.9):
-    """Samples that are hard under their own label and look like ordinary members of another class.
-
-    A sample is flagged when (a) its own-class loss is at or above its class's
-    ``hard_quantile`` quantile (among the hardest of its class), (b) another class has
-    a lower loss, and (c) that loss is below the same quantile of that other class's
-    members' own losses: under the other label it would not be among the hard ones.
-    (a) and (c) compare each loss only with losses of the same kind, so the test does
-    not depend on the loss's scale (logit kind, temperature). Ranked by the margin,
-    own loss minus the other class's loss.
-
-    Parameters
-    ----------
-    losses : array-like of shape (n_samples, n_classes)
-        Per-class losses, e.g. the last ``n_classes`` columns of
-        :meth:`skdlc.DLCScorer.transform`.
-    labels : array-like of shape (n_samples,)
-    classes : sequence of length n_classes, default=None
-        The class of each column (default: the sorted labels, as ``DLCScorer.classes_``).
-    hard_quantile : float, default=0.9
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per flagged sample, most suspicious first: ``index``, ``label``,
-        ``suggested``, ``own_loss``, ``suggested_loss``, ``margin``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> losses = np.array([[0.1, 2.0], [0.2, 1.9], [3.0, 0.1], [2.0, 0.2], [2.1, 0.3]])
-    >>> likely_mislabelled(losses, ["a", "a", "a", "b", "b"])[["index", "label", "suggested"]].values.tolist()
-    [[2, 'a', 'b']]
-    """
-    import pandas as pd
-
-    losses = np.asarray(losses, dtype=float)
-    labels = np.asarray(labels)
-    if losses.ndim != 2 or losses.shape[0] != labels.shape[0]:
-        raise ValueError(f"losses must have shape (n_samples, n_classes) with n_samples={labels.shape[0]}, "
-                         f"got {losses.shape}")
-    names = [str(c) for c in (np.unique(labels) if classes is None else classes)]
-    if len(names) != losses.shape[1]:
-        raise ValueError(f"losses has {losses.shape[1]} columns for {len(names)} classes")
-    lookup = {c: i for i, c in enumerate(names)}
-    y = np.array([lookup.get(str(v), -1) for v in labels.tolist()], dtype=int)
-    if (y < 0).any():
-        raise ValueError(f"label {labels[y < 0][0]!r} is not one of the classes")
-    n, K = losses.shape
-    own = losses[np.arange(n), y]
-    other = losses.copy()
-    other[np.arange(n), y] = np.inf
-    alt = other.argmin(1)
-    alt_loss = other[np.arange(n), alt]
-    hard_cut = np.full(K, -np.inf)  # a class without members takes no one in
-    for k in range(K):
-        mine = own[y == k]
-        if mine.size:
-            hard_cut[k] = np.quantile(mine, hard_quantile)
-    flag = (own >= hard_cut[y]) & (alt_loss < own) & (alt_loss < hard_cut[alt]) & (K > 1)
-    idx = np.flatnonzero(flag)
-    margin = own[idx] - alt_loss[idx]
-    idx = idx[np.argsort(-margin, kind="stable")]
-    return pd.DataFrame({
-        "index": idx,
-        "label": [names[k] for k in y[idx]],
-        "suggested": [names[k] for k in alt[idx]],
-        "own_loss": own[idx],
-        "suggested_loss": alt_loss[idx],
-        "margin": own[idx] - alt_loss[idx],
-    })
-
-
-def plot_mislabelled(paths, suspects, kept, *, max_items: int = 24, thumb_size: int = 64,
-                     _thumbs: Thumbnails | None = None):
-    """Thumbnails of the likely mislabelled images, captioned ``label -> suggested``.
-
-    Parameters
-    ----------
-    paths : sequence of str or path of shape (n_samples,)
-    suspects : pandas.DataFrame
-        The output of :func:`likely_mislabelled`.
-    kept : array-like of shape (n_samples,) of bool, or indices of the kept samples
-    max_items : int, default=24
-    thumb_size : int, default=64
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    kept = _kept_mask(kept, len(paths))
-    thumbs = _thumbs or Thumbnails(paths, thumb_size)
-    s = suspects.head(max_items)
-    idx = s["index"].to_numpy()
-    caption = {int(i): f"{truncate(a, 7)}\u2192{truncate(b, 7)}" for i, a, b in zip(idx, s["label"], s["suggested"])}
-    per_row = 12
-    rows = [list(idx[j:j + per_row]) for j in range(0, len(idx), per_row)] or [[]]
-    fig_rows = [r for r in rows if r]
-    if not fig_rows:
-        fig = _figure(5, 1)
-        fig.text(0.5, 0.5, "no sample flagged", ha="center", va="center")
-        return fig
-    canvas, pos = _mosaic(fig_rows, thumbs, kept, lambda i: caption[int(i)])
-    h, w = canvas.shape[:2]
-    fig = _figure(w / 80 + 0.4, h / 80 + 0.6)
-    ax = fig.subplots()
-    ax.imshow(canvas, interpolation="nearest")
-    for x, y, text in pos:
-        ax.text(x, y, text, ha="center", va="top", fontsize=5, color="#3a4150")
-    ax.set_axis_off()
-    more = f" (first {len(s)} of {len(suspects)})" if len(suspects) > len(s) else ""
-    fig.suptitle(f"likely mislabelled{more}: label \u2192 closer class; green outline = kept", fontsize=9)
-    return fig
 
 
 # ------------------------------------------------------------------------ report
-def environment_versions() -> dict[str, str]:
-    """Python, platform and the versions of skdlc and its main dependencies (those installed).
-
-    Read from package metadata: nothing is imported.
-    """
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("skdlc", "numpy", "scipy", "scikit-learn", "imbalanced-learn", "torch", "torchvision",
-                 "timm", "onnx", "onnxruntime", "transformers", "pillow", "matplotlib", "ray"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    if "skdlc" not in out:
-        from . import __version__
-
-        out["skdlc"] = __version__
-    return out
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 class _Figures:
@@ -602,6 +138,9 @@ def write_report(
     max_mislabelled: int = 24,
     thumb_size: int = 64,
     record_chars: int = 300,
+    label_issues=None,
+    label_summary=None,
+    duplicates=None,
 ) -> Path:
     """Write ``report.html`` (self-contained, opens offline) and ``figures/*.png`` into ``folder``.
 
@@ -654,6 +193,13 @@ def write_report(
         Thumbnail side, pixels.
     record_chars : int, default=300
         Longest text record shown.
+    label_issues, label_summary : DataFrame and LabelIssueSummary, default=None
+        :func:`skdlc.find_label_issues`'s output: the "Label issues" section (flagged
+        samples, estimated share of wrong labels per class, confused pairs) replaces
+        the losses-only "Likely mislabelled" list.
+    duplicates : DataFrame, default=None
+        :func:`skdlc.find_duplicates`'s output: a "Duplicates" section, label conflicts
+        first.
 
     Returns
     -------
@@ -677,7 +223,13 @@ def write_report(
         _counts(g, names, kept, labels, classes, figs, unit),
         _examples(scores, g, names, kept, paths, texts, thumbs, labels, classes, max_classes,
                   n_examples, record_chars, figs),
-        _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs),
+        (_mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_mislabelled, record_chars, figs)
+         if label_issues is None or label_summary is None else
+         label_issues_section(label_issues, label_summary, kept, paths, texts, thumbs, max_mislabelled,
+                              _thumb_cell)),
+        *([] if duplicates is None else
+          [duplicates_section(duplicates, as_labels(labels, n), kept, paths, texts, thumbs, max_classes,
+                              _thumb_cell)]),
         _scores(scores, labels, kept, classes, names, max_classes, figs),
         _path(calibration, figs),
         _selection(selection, figs),

@@ -208,7 +208,7 @@ def test_failure_while_writing_leaves_previous_results(folder, tmp_path, capsys,
     files = lambda: {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
     before = files()
     assert "report.html" in before and any(k.startswith("figures/") for k in before)
-    import skdlc._cli.prune as prune_mod
+    import skdlc._prune as prune_mod  # where the output set is written
 
     def broken(path, obj):
         raise OSError(28, "No space left on device")
@@ -361,6 +361,7 @@ def _count(path):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes(tmp_path):
     X, y = _images((24, 24), size=16)
     data = make_image_folder(tmp_path / "data", X, y, class_names=["a", "b"])

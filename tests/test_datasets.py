@@ -222,7 +222,8 @@ def test_read_image_folder_and_manifest(tmp_path):
     csv_path = tmp_path / "m.csv"
     csv_path.write_text("path,label\n d/a/1.png , null\nd/b/0.png,None\nd/b/3.png,NA\n")
     m = read_manifest(csv_path)
-    assert m.labels.tolist() == ["null", "None", "NA"]
+    assert m.labels.tolist() == [" null", "None", "NA"]  # labels as written (issue 19); paths stripped
+    assert any("leading or trailing spaces" in n for n in m.notes)
     assert m.paths[0] == str(root / "a" / "1.png")
     csv_path.write_text("path,label\nd/a/1.png,\n")
     with pytest.raises(ValueError, match=r"missing label \(empty cell\) on line\(s\) 2"):

@@ -10,6 +10,9 @@ from PIL import Image
 from skdlc import DLCScorer
 from skdlc._backbones._base import Backbone, Preprocessing
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: `-m 'not slow'` skips these
+
+
 ray = pytest.importorskip("ray", reason="backend='ray' needs Ray Data: pip install 'skdlc[ray]'")
 pytest.importorskip("ray.data", reason="backend='ray' needs Ray Data: pip install 'skdlc[ray]'")
 

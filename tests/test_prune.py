@@ -75,3 +75,45 @@ def test_prune_validates_and_does_not_touch_its_arguments():
         res = skdlc.prune(X, y, keep_ratio=0.5, scorer=scorer, selection=sampler, verbose=False)
     assert scorer.embedding is False and sampler.keep_ratio == 0.9  # clones were fitted
     assert not hasattr(scorer, "classes_") and res.sampler.keep_ratio == 0.5
+
+
+def test_grid_search_over_keep_ratio_scores_each_fold_once(tmp_path):
+    """DLCScorer + SelectionSampler + a classifier in GridSearchCV: every keep ratio of a
+    fold reads the fold's scores from the cache; only the first one runs the backbone."""
+    import torch
+    from imblearn.pipeline import make_pipeline
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            torch.nn.init.normal_(self.conv.weight, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, x):
+            calls.append(len(x))
+            return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+    X, y = _images(n_per_class=(30, 30, 30))
+    X = X.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+
+    def forwards(keeps, memory):
+        calls.clear()
+        pipe = make_pipeline(
+            DLCScorer(Counting(), mask_ratios=[0.0, 0.3], embedding=True, device="cpu",
+                      engine="torch", memory=str(memory), verbose=False),
+            SelectionSampler(random_state=0, cv=3), LogisticRegression(max_iter=500))
+        grid = GridSearchCV(pipe, {"selectionsampler__keep_ratio": keeps},
+                            cv=StratifiedKFold(3, shuffle=True, random_state=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            grid.fit(X, y)
+        assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+        return sum(calls)
+
+    one = forwards([0.5], tmp_path / "a")
+    three = forwards([0.3, 0.5, 0.8], tmp_path / "b")
+    assert one > 0 and three == one  # the two extra keep ratios scored nothing

@@ -303,7 +303,8 @@ def test_cli_prune_writes_report(tmp_path, tiny_backbone, image_folder):
     out = tmp_path / "out"
     assert _prune(image_folder, out) == 0
     page = _Page((out / "report.html").read_text(encoding="utf-8"))
-    assert list(page.sections) == SECTIONS
+    # prune looks for label issues (the "mislabelled" section) and duplicates
+    assert list(page.sections) == SECTIONS[:4] + ["duplicates"] + SECTIONS[4:]
     rows = {r[0]: r[1:3] for r in page.sections["counts"]["rows"][1:]}
     assert rows == {"blue": ["8", "4"], "green & co": ["8", "4"], "red": ["8", "4"], "total": ["24", "12"]}
     assert sum(1 for i in page.sections["examples"]["imgs"] if i["src"].startswith("data:image/jpeg")) == 3 * 2 * 6

@@ -52,6 +52,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_computing_only_missing_chunks(tiny_cnn, tmp_path):
     X, y = _data()
     n_files = len(RATIOS) * (len(X) // 16)  # one file per (ratio, chunk of 16 rows)

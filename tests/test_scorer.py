@@ -138,6 +138,7 @@ print(s.n_forward_batches_, float(out.sum()))
 """
 
 
+@pytest.mark.slow
 def test_memory_cache_hits_across_processes(tmp_path):
     import subprocess
     import sys

@@ -184,8 +184,9 @@ def test_selection_sampler_per_class_scores_and_candidates():
         _select(emb, scores, yn, 0.3, candidates=[{"strategy": "nope"}])
     with pytest.raises(ValueError, match="keep_ratio"):
         _select(emb, scores, yn, 0.0)
-    with pytest.raises(ValueError, match="embedding"):  # scores only: nothing to probe
-        SelectionSampler(0.3).fit(per_class, yn)
+    # scores only: the probe and herding read the score columns
+    only = SelectionSampler(0.3, random_state=0).fit(per_class, yn)
+    assert only.n_cv_samples_ == len(yn) and len(only.sample_indices_) == len(res.sample_indices_)
 
 
 def test_selection_sampler_warns_on_tiny_folds_and_keeps_all():

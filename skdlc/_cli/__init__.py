@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _one_line_diagnostics(args.command):
+            return int(args.func(args) or 0)
     except CLIError as exc:
         _report(args.command, exc)
         return 2
@@ -56,6 +60,51 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"skdlc {args.command}: interrupted; no output was written", file=sys.stderr)
         return 130
+
+
+#: Warnings that say nothing to a user of the command line: scikit-learn's guess that
+#: many classes of one image each "could represent a regression problem".
+_IGNORED_WARNINGS = ("The number of unique classes is greater than 50%",)
+
+
+@contextlib.contextmanager
+def _one_line_diagnostics(command: str):
+    """Library warnings as ``skdlc CMD: warning: ...`` (once each, no source path or
+    code line), and joblib's traceback for a cache entry it cannot read (it computes
+    the entry again) as one ``note`` line. ``SKDLC_DEBUG=1`` keeps them raw."""
+    if os.environ.get("SKDLC_DEBUG"):
+        yield
+        return
+    seen: set[str] = set()
+
+    def say(kind: str, text: str) -> None:
+        lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()] or [kind]
+        if lines[0] not in seen:
+            seen.add(lines[0])
+            print(f"skdlc {command}: {kind}: {' '.join(lines)}", file=sys.stderr)
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        say("warning", str(message))
+
+    class _CacheNote(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            if "Exception while loading results" not in text:
+                return True
+            last = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-1]
+            say("note", f"a cached result could not be read ({last[:200]}); computed again")
+            return False
+
+    joblib_log, note = logging.getLogger("joblib"), _CacheNote()
+    joblib_log.addFilter(note)
+    try:
+        with warnings.catch_warnings():
+            for text in _IGNORED_WARNINGS:
+                warnings.filterwarnings("ignore", message=text)
+            warnings.showwarning = showwarning
+            yield
+    finally:
+        joblib_log.removeFilter(note)
 
 
 def _is_user_error(exc: BaseException) -> bool:

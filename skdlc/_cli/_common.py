@@ -3,13 +3,11 @@ parsing option values and writing outputs atomically."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -27,6 +25,14 @@ __all__ = [
     "parse_gamma",
     "parse_mask_ratios",
     "parse_fractions",
+    "parse_device",
+    "check_cache_dir",
+    "check_num_workers",
+    "check_backend_options",
+    "check_chunk_size",
+    "check_gamma_strategy",
+    "check_gamma_search",
+    "check_out_outside_data",
     "write_csv",
     "write_json",
 ]
@@ -150,23 +156,33 @@ def parse_gamma(text: str) -> float | str:
     return value
 
 
-def parse_mask_ratios(text: str) -> int | str | list[float]:
+def parse_mask_ratios(
+    text: str, keywords: Sequence[str] = ("auto", "calibrated", "cumulative"), what: str = "--mask-ratios"
+) -> int | str | list[float]:
     """``5`` (that many ratios from the paper's grid), ``auto``, ``calibrated``,
-    ``cumulative`` (the official code's schedule, with global masking) or ``0,0.3,0.6``."""
-    text = str(text).strip().lower()
-    if text in ("auto", "calibrated", "cumulative"):
-        return text
-    if "," not in text and "." not in text:
+    ``cumulative`` (the official code's schedule, with global masking) or ``0,0.3,0.6``.
+
+    ``0`` means the unmasked model alone (the ratio list ``[0.0]``, as ``1`` does), in
+    every command. ``keywords``: the named paths the command takes.
+    """
+    raw = str(text).strip().lower()
+    if raw in keywords:
+        return raw
+    named = "".join(f"'{k}', " for k in keywords)
+    if "," not in raw and "." not in raw:
         try:
-            n = int(text)
+            n = int(raw)
         except ValueError:
-            raise CLIError(f"--mask-ratios must be a count, 'auto', 'calibrated', 'cumulative' or a comma list of ratios, got {text!r}") from None
+            raise CLIError(f"{what} must be a count, {named}or a comma list of ratios in [0, 1) "
+                           f"(e.g. 0,0.1,0.2), got {text!r}") from None
+        if n == 0:
+            return [0.0]  # the unmasked model alone
         if not 1 <= n <= 50:
-            raise CLIError(f"--mask-ratios count must be between 1 and 50, got {n}")
+            raise CLIError(f"{what} count must be between 1 and 50 (0: the unmasked model alone), got {n}")
         return n
-    ratios = [_float(t, "--mask-ratios") for t in text.split(",") if t.strip()]
+    ratios = [_float(t, what) for t in raw.split(",") if t.strip()]
     if not ratios or not all(0 <= r < 1 for r in ratios):
-        raise CLIError(f"--mask-ratios values must be in [0, 1), got {text!r}")
+        raise CLIError(f"{what} values must be ratios in [0, 1) (e.g. 0,0.1,0.2), got {text!r}")
     return ratios
 
 
@@ -188,7 +204,124 @@ def parse_positive_int(text: str, what: str) -> int:
     return value
 
 
-# ------------------------------------------------------------------------ writing
+# ------------------------------------------------------------- option checks
+# Each runs before any reading or scoring, and names the option it refuses.
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(text: str, option: str = "--device") -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked against this machine."""
+    import torch
+
+    raw = str(text).strip()
+    if raw.lower() == "auto":
+        return "auto"
+    try:
+        dev = torch.device(raw)
+    except (RuntimeError, ValueError, TypeError):
+        raise CLIError(f"{option} {raw!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in _DEVICE_TYPES:
+        raise CLIError(f"{option} {raw!r}: skdlc runs on 'cpu', 'cuda', 'cuda:N' or 'mps' (or 'auto')")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"{option} {raw}: CUDA is not available on this machine; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(f"{option} {raw}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"numbered from 0")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"{option} {raw}: MPS is not available on this machine; use --device cpu or auto")
+    return raw
+
+
+def check_cache_dir(path: str | os.PathLike | None, option: str = "--cache") -> Path | None:
+    """A cache folder that exists as a folder (or can be created) and can be written."""
+    from .._io import check_writable_dir
+
+    if path is None:
+        return None
+    folder = Path(os.path.expanduser(os.fspath(path)))
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{option} {path} is a file, not a folder; give a folder for the cache "
+                       "(it is created if needed)")
+    try:
+        check_writable_dir(folder, parent=False)
+    except OSError as exc:
+        raise CLIError(f"{option} {path} cannot be used as a cache folder: "
+                       f"{exc.strerror or exc}") from None
+    return folder
+
+
+def check_num_workers(value: int | None, option: str = "--num-workers") -> int | None:
+    """None (automatic) or a count of decoding processes, 0 meaning the main process."""
+    if value is not None and value < 0:
+        raise CLIError(f"{option} must be 0 (decode in the main process) or more, got {value}")
+    return value
+
+
+def check_backend_options(backend: str, address: str | None, num_gpus: float | None) -> None:
+    """``--address`` and ``--num-gpus`` are Ray settings: refused without ``--backend ray``."""
+    given = [opt for opt, value in (("--address", address), ("--num-gpus", num_gpus)) if value is not None]
+    if given and backend != "ray":
+        raise CLIError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --backend ray "
+                       f"only; add --backend ray or drop {' and '.join(given)}")
+    if num_gpus is not None and not (math.isfinite(num_gpus) and num_gpus >= 0):
+        raise CLIError(f"--num-gpus must be 0 or more (GPUs per Ray actor), got {num_gpus}")
+
+
+def check_chunk_size(chunk_size: str | None, cache: str | None) -> None:
+    """``--chunk-size`` sizes the resumable chunks of ``--cache``; alone it would do nothing."""
+    if chunk_size is not None and cache is None:
+        raise CLIError("--chunk-size sets the resumable chunks of --cache, and there is no --cache: "
+                       "add --cache DIR or drop --chunk-size")
+
+
+def check_gamma_strategy(gamma: str | None, strategy: str) -> None:
+    """A ``--gamma`` given with a strategy that does not use it is refused, not ignored."""
+    from ..tuning import GAMMA_STRATEGIES
+
+    if gamma is not None and strategy not in GAMMA_STRATEGIES + ("auto",):
+        raise CLIError(f"--gamma {gamma}: --strategy {strategy} does not use gamma (only "
+                       f"{' and '.join(GAMMA_STRATEGIES)} split a class at gamma); drop --gamma")
+
+
+def check_gamma_search(labels: np.ndarray, gamma, strategy: str, keep: float) -> None:
+    """``--gamma auto`` with an explicit strategy holds out 20% of every class; refuse
+    data where no class can spare a row (before scoring, not after)."""
+    from ..tuning import GAMMA_STRATEGIES, stratified_split
+
+    if gamma != "auto" or strategy not in GAMMA_STRATEGIES or keep >= 1 or len(labels) == 0:
+        return
+
+    _, val = stratified_split(labels, 0.2, random_state=0)
+    if val.size == 0:
+        largest = int(np.unique(labels, return_counts=True)[1].max())
+        raise CLIError(f"--gamma auto with --strategy {strategy} tunes gamma on 20% of every class "
+                       f"held out, and no class has the 3 images that needs (the largest has {largest}); "
+                       "pass a numeric --gamma (e.g. --gamma 0.5), or --strategy auto")
+
+
+def check_out_outside_data(out: Path, data: str | os.PathLike, names: Sequence[str] = (), *,
+                           default: bool = False, option: str = "--out") -> None:
+    """Refuse an output folder inside an image-folder DATA (the next run would read the
+    outputs as a class), and a DATA that is one of the outputs this run replaces."""
+    out_r = Path(os.path.realpath(out))
+    data_r = Path(os.path.realpath(os.path.expanduser(os.fspath(data))))
+    what = (f"the default {option} {out} (<DATA name>_pruned in the current folder)" if default
+            else f"{option} {out}")
+    if data_r.is_dir() and (out_r == data_r or data_r in out_r.parents):
+        where = "is DATA itself" if out_r == data_r else f"is inside DATA {data_r}"
+        hint = " (or run from outside DATA)" if default else ""
+        raise CLIError(f"{what} {where}: outputs written there would be read as images by the next "
+                       f"run; write them outside DATA, e.g. --out {data_r.parent / (data_r.name + '_pruned')}"
+                       f"{hint}")
+    for name in names:
+        target = out_r / name
+        if data_r == target or target in data_r.parents:
+            raise CLIError(f"DATA {data} is {target}, which this run writes over in {option} {out}; "
+                           "choose another --out")
+
+
 def check_out_dir(out: Path, option: str = "--out") -> None:
     """Refuse an output folder that cannot be created and written, naming the option.
 

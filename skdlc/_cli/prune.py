@@ -22,11 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-from .._sampler import SAMPLER_STRATEGIES
+from .._selection import SAMPLER_STRATEGIES
 from . import CLIError
 from ._common import (
+    check_backend_options,
+    check_cache_dir,
+    check_chunk_size,
+    check_gamma_search,
+    check_gamma_strategy,
     check_images,
+    check_num_workers,
     check_out_dir,
+    check_out_outside_data,
+    parse_device,
     parse_gamma,
     parse_image_size,
     parse_keep,
@@ -73,10 +81,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keep", required=True, metavar="RATIO",
                    help="fraction of every class to keep, in (0, 1] (e.g. 0.3), or a percentage "
                         "(e.g. 30%%); each class keeps at least one image")
-    p.add_argument("--gamma", default="auto", metavar="G|auto",
+    p.add_argument("--gamma", default=None, metavar="G|auto",
                    help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': chosen with the "
                         "strategy by cross-validation (--strategy auto), or for an explicit "
-                        "strategy tuned on a 20%% validation split as in the paper (default: auto)")
+                        "strategy tuned on a 20%% validation split as in the paper (default: auto; refused "
+                        "with a strategy that takes no gamma)")
     p.add_argument("--strategy", default="auto",
                    choices=("auto",) + tuple(SAMPLER_STRATEGIES),
                    help="how each class's subset is chosen from its scores; 'auto': 5-fold "
@@ -92,7 +101,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the masking path: a count drawn from the paper's grid (always with the "
                         "unmasked model), 'auto', 'calibrated' (probe where the masked models fall "
                         "to chance, place the path before that), 'cumulative' (the official code's "
-                        "1-0.98^k global-magnitude schedule), or explicit ratios in [0, 1) (default: calibrated)")
+                        "1-0.98^k global-magnitude schedule), or explicit ratios in [0, 1); 0 is the "
+                        "unmasked model alone (default: calibrated)")
     p.add_argument("--image-size", default=None, metavar="PX",
                    help="score at this square input size instead of the backbone's (faster when smaller)")
     p.add_argument("--batch-size", default="64", metavar="N", help="images per forward pass (default: 64)")
@@ -124,6 +134,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "it in skipped.csv")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: ./<DATA name>_pruned); created if needed")
+    p.add_argument("--drop-duplicates", action="store_true",
+                   help="leave exact and near-duplicates out before the selection: each duplicate group "
+                        "keeps its lowest-score image (groups are listed in scores.csv either way)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html and figures/ (score distributions, easiest and hardest "
@@ -179,11 +192,22 @@ def _scorer(args, backbone, mask_ratios, image_size: int | None, batch_size: int
 def run(args) -> int:
     t0 = time.perf_counter()
     keep = parse_keep(args.keep)
-    selection = _selection(args.strategy, parse_gamma(args.gamma))
+    check_gamma_strategy(args.gamma, args.strategy)
+    gamma = parse_gamma(args.gamma) if args.gamma is not None else (
+        "auto" if args.strategy in ("auto", "flexrand", "flexible") else 0.5)  # 0.5: not used
+    selection = _selection(args.strategy, gamma)
     mask_ratios = parse_mask_ratios(args.mask_ratios)
     image_size = parse_image_size(args.image_size)
     batch_size = parse_positive_int(args.batch_size, "--batch-size")
+    args.device = parse_device(args.device)
+    check_num_workers(args.num_workers)
+    check_backend_options(args.backend, args.address, args.num_gpus)
+    check_chunk_size(args.chunk_size, args.cache)
+    check_cache_dir(args.cache, "--cache")
     out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
+    from .._prune import OUTPUT_NAMES
+
+    check_out_outside_data(out, args.data, OUTPUT_NAMES, default=not args.out)
     check_out_dir(out, "--out")  # before any model work
 
     # Read and check the data, so every input problem shows up before scoring; the
@@ -193,6 +217,7 @@ def run(args) -> int:
     from .._validation import check_class_labels
 
     data = read_labelled_images(args.data)
+    check_gamma_search(data.labels, gamma, args.strategy, keep)
     backbone = create_backbone(args.backbone)
     if input_kind(backbone) != "images":
         raise CLIError(f"--backbone {args.backbone} takes {input_kind(backbone)}, not images; skdlc "
@@ -208,7 +233,7 @@ def run(args) -> int:
     scorer = _scorer(args, backbone, mask_ratios, image_size, batch_size)
     try:
         res = prune(data.paths, data.labels, keep_ratio=keep, scorer=scorer, selection=selection,
-                    random_state=args.seed, verbose=not args.quiet)
+                    random_state=args.seed, drop_duplicates=args.drop_duplicates, verbose=not args.quiet)
     except ImageReadError as exc:  # an image that broke while scoring (worker or not)
         raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
     res.notes[:0] = data.notes
@@ -256,6 +281,15 @@ def _print_summary(s: dict, out: Path) -> None:
         p(f"  {c['label']:<{width}}  {c['before']:>7}  {c['kept']:>7}")
     if len(shown) < len(rows):
         p(f"  ... {len(rows) - len(shown)} more classes in summary.json")
+    li, dup = s.get("label_issues"), s.get("duplicates")
+    if li:
+        p(f"  label issues: {li['n_issues']} images flagged (estimated {100 * li['estimated_noise']:.1f}% wrong "
+          "labels; scores.csv column label_issue)")
+    if dup:
+        dropped = f", {dup['dropped_before_selection']} left out before the selection" \
+            if dup["dropped_before_selection"] else ""
+        p(f"  duplicates: {dup['n_rows']} images in {dup['n_groups']} groups, "
+          f"{dup['n_label_conflict_groups']} across labels{dropped} (scores.csv column duplicate_group)")
     for note in s["notes"]:
         p(f"  note: {note}")
     if s["skipped"]:

@@ -13,25 +13,11 @@ average), and over all samples.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
 __all__ = ["add_parser", "run"]
-
-
-def _mask_ratios(text: str):
-    if text == "auto":
-        return "auto"
-    if "," in text:
-        return [float(t) for t in text.split(",") if t.strip()]
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--mask-ratios must be an int, a comma-separated list of ratios or 'auto', got {text!r}"
-        ) from None
 
 
 def _image_size(text: str) -> int:
@@ -59,9 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--image-size", type=_image_size, default=None,
                    help="input px override, at least 8 (faster when smaller)")
-    p.add_argument("--mask-ratios", type=_mask_ratios, default=5, help="int, comma list or 'auto' (default 5)")
-    p.add_argument("--epochs", type=int, default=50, help="epochs of S_Opt's head training (default 50)")
-    p.add_argument("--lr", type=float, default=0.01, help="S_Opt's SGD learning rate (default 0.01)")
+    p.add_argument("--mask-ratios", default="5",
+                   help="a count, a comma list of ratios in [0, 1), 'auto' or 'calibrated'; 0 is the "
+                        "unmasked model alone (default 5)")
+    p.add_argument("--epochs", type=int, default=50, help="epochs of S_Opt's head training, at least 1 (default 50)")
+    p.add_argument("--lr", type=float, default=0.01, help="S_Opt's SGD learning rate, above 0 (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--memory", default=None, metavar="DIR", help="joblib cache folder for DLC scores")
@@ -91,13 +79,33 @@ def _load(args):
         raise CLIError(str(exc)) from exc
 
 
+def _check_options(args) -> None:
+    """Every option, before any data is read or scored."""
+    import math
+
+    from . import CLIError
+    from ._common import check_cache_dir, parse_device, parse_mask_ratios
+
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CLIError(f"--lr must be a number above 0, got {args.lr}")
+    if args.n_per_class < 1:
+        raise CLIError(f"--n-per-class must be at least 1, got {args.n_per_class}")
+    args.mask_ratios = parse_mask_ratios(args.mask_ratios, keywords=("auto", "calibrated"))
+    args.device = parse_device(args.device)
+    check_cache_dir(args.memory, "--memory")
+
+
 def run(args) -> int:
     from scipy.stats import spearmanr
 
     from .. import DLCScorer
     from .._layout import class_index, own_class, split_columns
+    from .._outputs import dumps_json
     from ..baselines import SOptScorer, class_spearman
 
+    _check_options(args)
     X, y = _load(args)
     t0 = time.perf_counter()
     scorer = DLCScorer(args.backbone, mask_ratios=args.mask_ratios, embedding=True,
@@ -120,7 +128,7 @@ def run(args) -> int:
         "sopt_head_seconds": sopt.fit_time_,
     }
     if args.json:
-        print(json.dumps(result))
+        print(dumps_json(result))  # strict JSON: a NaN correlation is null
     else:
         print(f"{result['n_samples']} samples, {K} classes, backbone {result['backbone']}, "
               f"DLC path {result['mask_ratios']}")
