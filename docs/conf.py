@@ -87,7 +87,7 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "_ext.gallery_order.GalleryOrder",
     "capture_repr": (),  # the examples print what they show; no stray reprs
     # "Examples using X" on every API page
     "backreferences_dir": "reference/generated/backreferences",

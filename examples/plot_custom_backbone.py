@@ -95,8 +95,9 @@ for k in range(10):
         ax.imshow(Xh[i], cmap="gray")
         ax.set_xticks([])
         ax.set_yticks([])
-        if j == 4:
+        if j >= 4:  # the hardest four, outlined
             ax.spines[:].set_color("#d1495b")
+            ax.spines[:].set_linewidth(2)
     axes[k, 0].set_ylabel(str(k), rotation=0, labelpad=10)
 axes[0, 1].set_title("4 easiest", loc="left")
 axes[0, 5].set_title("4 hardest", loc="left")

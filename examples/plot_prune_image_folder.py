@@ -54,15 +54,25 @@ print(res.selection["rule"])
 # ``write`` writes every file at once (``summary.json`` last); ``paths`` puts the file
 # names in the CSVs and thumbnails in the report.
 out = work / "digits_pruned"
-summary = res.write(out, paths=data.paths)
+res.write(out, paths=data.paths)
 print(sorted(p.name for p in out.iterdir()))
 print((out / "kept.csv").read_text().splitlines()[:3])
 
 # %%
 # ``summary.json`` holds the counts per class, the settings and the timings.
 summary = json.loads((out / "summary.json").read_text())
-print({k: summary[k] for k in ("n_samples", "n_kept") if k in summary})
-print(sorted(summary))
+print("kept per class:", {c["label"]: c["kept"] for c in summary["classes"]})
+print("seconds:", summary["time_s"])
+print("keys:", sorted(summary))
+
+# %%
+# The same pass also flagged likely wrong labels (``res.label_issues``, one row per
+# image) and looked for duplicates (``res.duplicates``); the report lists both. These
+# MNIST labels are clean, so the flagged digits are odd ones rather than wrong labels:
+# with few images per class the flags are only a shortlist to look at.
+issues = res.label_issues
+print("label issues flagged:", int(issues["is_label_issue"].sum()))
+print(issues[issues["is_label_issue"]].sort_values("label_quality").head(3))
 
 # %%
 # The report's figures
