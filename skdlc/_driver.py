@@ -200,6 +200,12 @@ def _piece_losses(rows, feats, ratio, protos, logits, temperature, skip=False):
     return out
 
 
+def _piece_raw(rows, feats, ratio, skip=False):
+    """The features as they are (unreadable marks kept, for reuse by the path)."""
+    _check(feats, rows, ratio, skip)
+    return np.asarray(feats, dtype=np.float32)
+
+
 def _piece_features(rows, feats, ratio, skip=False):
     marked = _check(feats, rows, ratio, skip)
     out = np.asarray(feats, dtype=np.float32)
@@ -504,8 +510,8 @@ def calibrate(source: FeatureSource, probe_ratios: Iterable[float], y_idx_sample
     cal = None
     for stage in stages:
         for v in source.variants(stage, "DLC calibration"):
-            feats[v.ratio] = _gather(v, source.n, _piece_features, skip)
-        ok = ~np.isnan(feats[0.0]).any(axis=1) if skip else slice(None)
+            feats[v.ratio] = _gather(v, source.n, _piece_raw, skip)
+        ok = ~unreadable(feats[0.0]) if skip else slice(None)
         cal = _calibration.calibrate({r: f[ok] for r, f in feats.items()}, y[ok], n_ratios=n_ratios,
                                      random_state=random_state)
         if not all(getattr(cal, "informative", ()) or (True,)):

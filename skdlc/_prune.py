@@ -68,6 +68,9 @@ class PruneResult:
     random_state: Any = None
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    #: rows of X left out because their image did not decode (scorer ``on_error="skip"``);
+    #: every other array holds the remaining rows, in order
+    unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     @property
     def selection(self) -> dict | None:
@@ -283,6 +286,11 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
     Xt = scorer.fit_transform(X, y)
     t_score = time.perf_counter() - t0
     labels = np.asarray(y).ravel()
+    unreadable = np.asarray(getattr(scorer, "unreadable_", ()), dtype=np.intp)
+    if unreadable.size:  # scorer on_error="skip": rows whose image did not decode leave the run
+        ok = np.ones(len(labels), dtype=bool)
+        ok[unreadable] = False
+        Xt, labels = Xt[ok], labels[ok]
     classes = scorer.classes_
     codes = class_index(classes, labels)
     _, losses = split_columns(Xt, len(classes))
@@ -306,6 +314,6 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
     return PruneResult(
         kept_indices=kept_idx, kept=kept, scores=scores, losses=np.asarray(losses), labels=labels,
         classes=classes, scorer=scorer, sampler=sampler, keep_ratio=float(keep_ratio),
-        random_state=random_state, notes=notes,
+        random_state=random_state, notes=notes, unreadable=unreadable,
         timings={"scoring": t_score, "selection": t_sel, "total": time.perf_counter() - t0},
     )

@@ -150,7 +150,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         per CPU).
     on_error : {"raise", "skip"}, default="raise"
         An image file that does not decode while scoring: raise
-        :class:`~skdlc.ImageReadError` naming it, or ``"skip"``: leave the sample out
+        :class:`~skdlc.datasets.ImageReadError` naming it, or ``"skip"``: leave the sample out
         of the fit (prototypes, calibration) and give it NaN in every column of the
         output (``unreadable_`` lists those rows). Files are decoded once, in the
         scoring pass itself; no pass is spent checking them first.
