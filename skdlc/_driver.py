@@ -489,33 +489,23 @@ def length_order(X, backbone) -> np.ndarray | None:
 
 # --------------------------------------------------------------------------- calibrated path
 def calibrate(source: FeatureSource, probe_ratios: Iterable[float], y_idx_sample: np.ndarray,
-              n_ratios: int, random_state=None, *, stages: Sequence[Sequence[float]] | None = None,
-              skip: bool = False):
+              n_ratios: int, random_state=None, *, skip: bool = False):
     """Probe the masked models on a sample of rows (``source`` covers only those) and
     choose the path: :func:`skdlc._calibration.calibrate` on the probes' features.
 
-    ``stages`` (ascending groups of ``probe_ratios``) are probed one after the other,
-    each in one read of the sample; once a stage holds a probe at chance, the later
-    (heavier) ones are not run: the path ends before the first probe at chance, so
-    they could not change it. Returns ``(calibration, features)``: the probes'
-    features by ratio, which the path then reuses for the sample's rows. Rows marked
-    unreadable (``skip``) are left out of the calibration.
+    Returns ``(calibration, features)``: the probes' features by ratio, which the path
+    then reuses for the sample's rows. Rows marked unreadable (``skip``) are left out
+    of the calibration (their marks are kept in the features).
     """
     from . import _calibration
 
     probe_ratios = [float(r) for r in probe_ratios]
-    stages = [probe_ratios] if stages is None else [[float(r) for r in st] for st in stages]
+    feats = {v.ratio: _gather(v, source.n, _piece_raw, skip)
+             for v in source.variants(probe_ratios, "DLC calibration")}
     y = np.asarray(y_idx_sample)
-    feats: dict = {}
-    cal = None
-    for stage in stages:
-        for v in source.variants(stage, "DLC calibration"):
-            feats[v.ratio] = _gather(v, source.n, _piece_raw, skip)
-        ok = ~unreadable(feats[0.0]) if skip else slice(None)
-        cal = _calibration.calibrate({r: f[ok] for r, f in feats.items()}, y[ok], n_ratios=n_ratios,
-                                     random_state=random_state)
-        if not all(getattr(cal, "informative", ()) or (True,)):
-            break
+    ok = ~unreadable(feats[0.0]) if skip else slice(None)
+    cal = _calibration.calibrate({r: f[ok] for r, f in feats.items()}, y[ok], n_ratios=n_ratios,
+                                 random_state=random_state)
     return cal, feats
 
 

@@ -66,10 +66,12 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         unmasked prototypes or the embedding need it). ``"auto"``: grow the path in
         random grid order until the Spearman correlation between successive score
         estimates reaches ``auto_tol`` (at most ``max_ratios``). ``"calibrated"``: probe
-        the masked models on a stratified sample of a few hundred rows (one pass of the
-        sample per probe ratio), find where they fall to chance, and place ``n_ratios``
-        ratios inside that range (see ``calibration_``): the default, the path
-        measured in docs/defaults.md, and no pass is spent on a collapsed model.
+        the masked models on a stratified sample of a quarter of the rows (100 to 300;
+        one pass of the sample per probe ratio), find where they fall to chance, and
+        place ``n_ratios`` of the probed ratios inside that range (see
+        ``calibration_``): the default, the path measured in docs/defaults.md, and no
+        pass is spent on a collapsed model. The sample depends on the labels only (not
+        on ``random_state``), and the path reuses the probes' features for its rows.
         ``"cumulative"``: the official code's schedule, sparsity 1 - 0.98^k (with
         ``masking="global"``).
     masking : {"layer", "global"}, default="layer"
@@ -771,11 +773,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         rows = np.asarray(_calibration.sample_rows(y_idx, n_max))
         # positions in the sample, not rows of X: the features come back as (n_sample, D)
         source = self._source(_take(X, rows), "probe", None if data_fp is None else data_fp.take(rows))
-        stages = _calibration.probe_stages(self.masking) if hasattr(_calibration, "probe_stages") else None
         try:
             cal, feats = _driver.calibrate(source, _calibration.probe_grid(self.masking), y_idx[rows],
-                                           n_ratios=int(self.n_ratios), stages=stages,
-                                           skip=self.on_error == "skip")
+                                           n_ratios=int(self.n_ratios), skip=self.on_error == "skip")
         except _driver.UnreadableRows as exc:
             raise _driver.UnreadableRows(rows[exc.rows]) from None
         return cal, rows, feats, source.n_forward_batches
