@@ -127,8 +127,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         The CPU and ONNX Runtime always compute in float32.
     memory : str, path or joblib.Memory, default=None
         Cache for scores. Keys are content fingerprints of the backbone weights, the
-        data and the parameters, so a second run, or every candidate of a grid search
-        over the sampler, reads the cache instead of scoring again. With a cache
+        data (image files by a hash of their bytes, not their names or timestamps) and
+        the parameters, so a second run, or every candidate of a grid search over the
+        sampler, reads the cache instead of scoring again. What is read back is
+        verified against a checksum; a damaged entry is computed again (one line). With a cache
         folder, the local backend also stores each chunk's features there
         (``<memory>/joblib/skdlc_chunks``) and streams them back memory-mapped: memory
         stays flat as N grows, and a killed run resumes, computing only the missing
