@@ -36,7 +36,7 @@ def test_blocked_herding_is_an_order_whose_prefixes_follow_the_mean():
     assert sorted(full.tolist()) == list(range(3000))
     for k in (30, 300, 900):
         np.testing.assert_array_equal(herding_order(Z, k, block_size=512), full[:k])
-        exact = _reference(Z, k) if k <= 300 else herding_order(Z, k, block_size=3000)
+        exact = _reference(Z, k) if k <= 300 else herding_order(Z, k, exact_max=3000)
         err = np.linalg.norm(Z[full[:k]].mean(0) - Z.mean(0))
         err_exact = np.linalg.norm(Z[exact].mean(0) - Z.mean(0))
         err_random = np.mean([np.linalg.norm(Z[np.random.default_rng(s).choice(3000, k, replace=False)].mean(0)
@@ -48,5 +48,9 @@ def test_blocked_herding_is_deterministic_and_float32_inputs_work():
     Z = _class(2500)
     a = herding_order(Z, 100, block_size=1000)
     np.testing.assert_array_equal(a, herding_order(Z.astype(np.float32), 100, block_size=1000))
+    # small classes stay exact; forcing blocks on them gives another (close) order
+    small = Z[:300]
+    np.testing.assert_array_equal(herding_order(small, 50), _reference(small, 50))
+    assert not np.array_equal(herding_order(small, 50, exact_max=0, block_size=30), herding_order(small, 50))
     kept = select_herding(np.zeros(2500), Z.astype(np.float32), 250)
     assert kept.size == 250 and np.all(np.diff(kept) > 0)
