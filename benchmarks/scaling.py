@@ -24,8 +24,9 @@ raw file present:
   (:func:`skdlc._selection.herding_order`): (a) quality on MNIST, where both run: the
   kept subset's mean-embedding error and a linear probe's accuracy, blocks shrunk so
   that 500-row classes are split as a large class is; (b) seconds per class size on
-  synthetic 128-d rows (the projection ``tune_selection`` herds in).
-- ``selection``: ``skdlc.tuning.tune_selection`` + the chosen ``select`` on synthetic
+  synthetic 128-d rows (the projection the herding strategy herds in).
+- ``selection``: the default selection alone (:class:`skdlc.SelectionSampler` fitted
+  on ``[embedding | per-class losses]``, as :func:`skdlc.prune` does) on synthetic
   1280-d embeddings (rows x classes), time and peak memory, in a fresh process each.
 
 Reproduce (the commands that made benchmarks/results/scaling.md)::
@@ -110,7 +111,7 @@ def switch(name):
     current[0], mark[0] = name, now
     reset()
 
-import skdlc, skdlc._cli, skdlc._data, skdlc._scorer, skdlc.tuning
+import skdlc, skdlc._cli, skdlc._data, skdlc._scorer
 from PIL import ImageFile
 load = ImageFile.ImageFile.load
 def counted_load(self, *a, **k):
@@ -149,7 +150,6 @@ def fit_transform(self, *a, **k):
         counts["forward_batches"] += self.n_forward_batches_
         switch("selection")
 skdlc._scorer.DLCScorer.fit_transform = fit_transform
-patch(skdlc.tuning, "tune_selection", "selection", "selection")
 import skdlc._backbones
 create = skdlc._backbones.create_backbone
 def create_backbone(*a, **k):  # the command's own backbone build; the scorer's counts as scoring
@@ -161,7 +161,6 @@ for mod in list(sys.modules.values()):
         mod.create_backbone = create_backbone
 import skdlc.report
 patch(skdlc.report, "write_report", "report", "writing")
-import skdlc._cli.prune as prune_mod
 import skdlc._io
 orig_set = skdlc._io.output_set
 def output_set(*a, **k):
@@ -311,11 +310,11 @@ def stage_herding(args) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from skdlc._selection import herding_order, n_to_keep
-    from skdlc.tuning import _pca
+    from skdlc._selection import pca_projection
 
     E, y = _mnist_embedding()
     pool, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
-    P = _pca(E[pool], 128, random_state=0)  # what tune_selection herds in
+    P = pca_projection(E[pool], 128)  # what FlexRandSampler(strategy="herding") herds in
     quality = []
     for keep in (0.1, 0.3):
         for name, block in (("exact", 10**9), ("blocked, 4 blocks", 100), ("blocked, 16 blocks", 25),
@@ -371,22 +370,21 @@ rng = np.random.default_rng(0)
 n, k, d = cfg["rows"], cfg["classes"], 1280
 y = rng.integers(0, k, n)
 E = (rng.standard_normal((k, d), dtype=np.float32) * 1.5)[y] + rng.standard_normal((n, d), dtype=np.float32)
-scores = rng.random(n)
+Xt = np.hstack([E, rng.random((n, k), dtype=np.float32)])  # [embedding | per-class losses]
+del E
 base = hwm()
-from skdlc.tuning import tune_selection
+from skdlc import SelectionSampler
 t = time.perf_counter()
-res = tune_selection(E, scores, y, 0.3, random_state=0)
-t_tune = time.perf_counter() - t
-t = time.perf_counter()
-kept = res.select(E, scores, y, 0.3, random_state=0)
-t_select = time.perf_counter() - t
-print("RESULT " + json.dumps({"rows": n, "classes": k, "tune_s": t_tune, "select_s": t_select,
-                              "chosen": res.strategy, "peak_rss": hwm(), "data_rss": base}))
+s = SelectionSampler(keep_ratio=0.3, random_state=0).fit(Xt, y)
+t_fit = time.perf_counter() - t
+print("RESULT " + json.dumps({"rows": n, "classes": k, "fit_s": t_fit, "kept": int(len(s.sample_indices_)),
+                              "chosen": s.best_params_.get("strategy") if hasattr(s, "best_params_") else None,
+                              "peak_rss": hwm(), "data_rss": base}))
 """
 
 
 def stage_selection(args) -> dict:
-    """``tune_selection`` + ``select`` at the given sizes (the lead's sampler replaces this stage)."""
+    """The default selection (``SelectionSampler``) alone at the given sizes."""
     out = {}
     for n in args.rows:
         for k in args.classes:
@@ -397,7 +395,7 @@ def stage_selection(args) -> dict:
             if proc.returncode or not line:
                 raise RuntimeError(f"selection at {n} rows failed:\n{proc.stderr[-3000:]}")
             res = json.loads(line[-1][len("RESULT "):])
-            print(f"selection {n} rows x {k} classes: tune {res['tune_s']:.1f} s + select {res['select_s']:.1f} s, "
+            print(f"selection {n} rows x {k} classes: {res['fit_s']:.1f} s, "
                   f"peak {res['peak_rss'] / 2**30:.2f} GiB", flush=True)
             out[f"{n}|{k}"] = res
     return out
@@ -477,7 +475,7 @@ def render() -> str:
     if herd:
         lines += ["## Herding: blocked against exact", "",
                   "MNIST (5,000 digits, EfficientNet-Lite0 embedding, 80/20 split), herding per class in the "
-                  "embedding's 128-d PCA as `tune_selection` does. 400-row classes are herded exactly, or split into "
+                  "embedding's 128-d PCA as `FlexRandSampler(strategy='herding')` does. 400-row classes are herded exactly, or split into "
                   "blocks as a class above 2,048 rows is (by default in blocks of at most 512 rows: a "
                   "100,000-row class has 196 blocks). Mean error: ||mean(kept) - mean(class)|| over the class's feature std norm, "
                   "averaged over classes; probe: logistic regression (C=0.1) on the kept rows, accuracy on the "
@@ -500,12 +498,12 @@ def render() -> str:
         lines.append("")
     sel = _raw("selection")
     if sel:
-        lines += ["## Selection stage alone (`tune_selection` + `select`, synthetic 1280-d)", "",
-                  "| rows | classes | tune s | select s | chosen | peak RSS GiB |", "|---|---|---|---|---|---|"]
+        lines += ["## Selection stage alone (`SelectionSampler().fit`, synthetic 1280-d)", "",
+                  "| rows | classes | seconds | chosen | peak RSS GiB |", "|---|---|---|---|---|"]
         for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"])):
             r = sel[key]
-            lines.append(f"| {r['rows']} | {r['classes']} | {r['tune_s']:.1f} | {r['select_s']:.1f} | "
-                         f"{r['chosen']} | {_gib(r['peak_rss'])} |")
+            lines.append(f"| {r['rows']} | {r['classes']} | {r['fit_s']:.1f} | {r['chosen']} | "
+                         f"{_gib(r['peak_rss'])} |")
         lines.append("")
     return "\n".join(lines)
 
