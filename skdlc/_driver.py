@@ -94,7 +94,7 @@ class Plan:
     temperature: float = 0.1
     embedding: bool = False
     auto: AutoPath | None = None
-    skip_unreadable: bool = False  # rows marked unreadable (see UNREADABLE) leave the fit
+    skip_unreadable: bool = False  # rows marked unreadable (see unreadable()) leave the fit
 
     def __post_init__(self):
         if (self.ratios is None) == (self.auto is None):

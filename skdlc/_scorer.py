@@ -509,7 +509,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         order = _driver.length_order(X, self.backbone_)
         if order is not None:  # text: batches of similar lengths pad little
             X = [X[i] for i in order]
-        if rows is not None:
+        by_length = order is not None
+        if rows is not None:  # the source's rows map back to rows of the whole X
             order = rows if order is None else rows[order]
         ray = self._ray_backend()
         if ray is not None:
@@ -525,7 +526,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         if data_fp is not None:
             key = _chunks.feature_key(self.backbone_, data_fp.key, masking=self.masking,
                                       batch_size=self.batch_size, engine=name,
-                                      role=role if order is None or rows is not None else f"{role}-by-length")
+                                      role=f"{role}-by-length" if by_length else role)
             store = _chunks.chunk_store(self.memory, key)
         if store is not None:
             return _chunks.ChunkedSource(engine, batches, store, chunk_size=self.chunk_size,
