@@ -191,8 +191,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         passes moved the ranking (``calibration_.to_dict()`` is JSON-ready). None
         otherwise.
     unreadable_ : ndarray of int
-        Rows of the last ``fit`` / ``transform`` input left out as unreadable
-        (``on_error="skip"``); empty otherwise.
+        Rows of the fitted X left out as unreadable (``on_error="skip"``; known when
+        ``fit_transform`` computed their losses); empty otherwise. ``transform`` gives
+        such rows NaN and leaves the estimator as it is.
 
     Examples
     --------
@@ -334,8 +335,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         with self._readable(X):
             losses, emb = self._cached("transform", self._transform_key(data_fp),
                                        lambda: self._transform(X, data_fp))
-        self.unreadable_ = _nan_rows(losses)
-        return self._assemble(losses, emb)
+        return self._assemble(losses, emb)  # rows left out as unreadable are NaN
 
     def score_samples(self, X, y) -> np.ndarray:
         """DLC score of each labelled sample: the complexity against its own class.
