@@ -81,16 +81,31 @@ def image_folder(n: int) -> Path:
     return root
 
 
-# ----------------------------------------------------------------------------- prune
-_PRUNE_CHILD = r"""
+# ----------------------------------------------------------------------------- children
+#: What every measuring child starts with: its config, the code to measure, peak RSS.
+_HEAD = r"""
 import json, os, resource, sys, time
 cfg = json.loads(sys.argv[1])
 sys.path.insert(0, cfg["repo"])
-
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
             return int(line.split()[1]) * 1024
+"""
+
+
+def _child(script: str, cfg: dict, what: str) -> dict:
+    """Run ``_HEAD + script`` in a fresh process on ``cfg["repo"]``'s code; its RESULT line."""
+    proc = subprocess.run([sys.executable, "-c", _HEAD + script, json.dumps(cfg)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=cfg["repo"]), cwd=cfg["repo"])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[-1][len("RESULT "):])
+
+
+# ----------------------------------------------------------------------------- prune
+_PRUNE_CHILD = r"""
 def reset():
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -190,14 +205,7 @@ def run_prune(n: int, *, repo: Path, cache: Path, seed: int, image_size: int | N
         argv += ["--image-size", str(image_size)]
     if workers is not None:
         argv += ["--num-workers", str(workers)]
-    cfg = {"repo": str(repo), "argv": argv}
-    env = dict(os.environ, PYTHONPATH=str(repo))
-    proc = subprocess.run([sys.executable, "-c", _PRUNE_CHILD, json.dumps(cfg)], capture_output=True,
-                          text=True, env=env, cwd=str(repo))
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"prune of {n} images failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(line[-1][len("RESULT "):])
+    res = _child(_PRUNE_CHILD, {"repo": str(repo), "argv": argv}, f"prune of {n} images")
     summary = json.loads((out / "summary.json").read_text())
     res["summary"] = {k: summary.get(k) for k in ("n_images", "mask_ratios", "strategy", "time_s")}
     cal = summary.get("calibration") or {}
@@ -227,10 +235,7 @@ def stage_prune(args) -> dict:
 
 # ----------------------------------------------------------------------------- epoch
 _EPOCH_CHILD = r"""
-import json, sys, time
-cfg = json.loads(sys.argv[1])
-sys.path.insert(0, cfg["repo"])
-import glob, os
+import glob
 import numpy as np, torch
 from skdlc import create_backbone
 from skdlc._data import make_batches
@@ -262,13 +267,7 @@ print("RESULT " + json.dumps({"epoch_s": time.perf_counter() - t, "threads": tor
 
 def run_epoch(n: int, repo: Path) -> dict:
     data = image_folder(n)
-    cfg = {"repo": str(repo), "data": str(data)}
-    proc = subprocess.run([sys.executable, "-c", _EPOCH_CHILD, json.dumps(cfg)], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(repo)))
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"epoch on {n} images failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[-1][len("RESULT "):])
+    return _child(_EPOCH_CHILD, {"repo": str(repo), "data": str(data)}, f"epoch on {n} images")
 
 
 def stage_epoch(args) -> dict:
@@ -358,14 +357,7 @@ def stage_herding(args) -> dict:
 
 # ----------------------------------------------------------------------------- selection
 _SELECTION_CHILD = r"""
-import json, sys, time
-cfg = json.loads(sys.argv[1])
-sys.path.insert(0, cfg["repo"])
 import numpy as np
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) * 1024
 rng = np.random.default_rng(0)
 n, k, d = cfg["rows"], cfg["classes"], 1280
 y = rng.integers(0, k, n)
@@ -388,13 +380,8 @@ def stage_selection(args) -> dict:
     out = {}
     for n in args.rows:
         for k in args.classes:
-            cfg = {"repo": str(ROOT), "rows": n, "classes": k}
-            proc = subprocess.run([sys.executable, "-c", _SELECTION_CHILD, json.dumps(cfg)], capture_output=True,
-                                  text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not line:
-                raise RuntimeError(f"selection at {n} rows failed:\n{proc.stderr[-3000:]}")
-            res = json.loads(line[-1][len("RESULT "):])
+            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k},
+                         f"selection at {n} rows")
             print(f"selection {n} rows x {k} classes: {res['fit_s']:.1f} s, "
                   f"peak {res['peak_rss'] / 2**30:.2f} GiB", flush=True)
             out[f"{n}|{k}"] = res
