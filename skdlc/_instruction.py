@@ -347,7 +347,7 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        losses : ndarray of shape (n_samples, len(mask_ratios_))
+        losses : ndarray of shape (n_samples, n_ratios)
             Column ``t`` is the loss at ratio ``mask_ratios_[t]``.
         """
         check_is_fitted(self, "model_")
