@@ -15,6 +15,8 @@ raw file present:
   seconds and the peak resident memory of the process within the stage (VmHWM, reset
   between stages through ``/proc/self/clear_refs``); image decodes and forward batches
   (decodes counted in-process, so only with ``--num-workers 0``).
+- ``check``: the check before scoring alone (``check_images``), on photo-sized files
+  (the digits upscaled to 224x224 JPEGs), where decoding costs what it does on photos.
 - ``epoch``: the ratio of the whole default ``skdlc prune`` to ONE fine-tuning epoch
   of the same backbone on the same images (forward + backward + SGD step over every
   weight, a linear head on the pooled features, batches of 64 decoded and resized
@@ -33,6 +35,8 @@ Reproduce (the commands that made benchmarks/results/scaling.md)::
 
     nice -n 10 python benchmarks/scaling.py --stage prune --sizes 1000 10000 --image-size 64
     nice -n 10 python benchmarks/scaling.py --stage prune --sizes 1000 --before /path/to/main/checkout --image-size 64
+    nice -n 10 python benchmarks/scaling.py --stage check --sizes 2000
+    nice -n 10 python benchmarks/scaling.py --stage check --sizes 2000 --before /path/to/main/checkout
     nice -n 10 python benchmarks/scaling.py --stage epoch --sizes 400 2000
     nice -n 10 python benchmarks/scaling.py --stage herding
     nice -n 10 python benchmarks/scaling.py --stage selection --rows 20000 --classes 10
@@ -230,6 +234,48 @@ def stage_prune(args) -> dict:
         key = f"{label}|{n}|{args.image_size or 'default'}|workers={args.num_workers}"
         out[key] = {"label": label, "n": n, "image_size": args.image_size, "num_workers": args.num_workers,
                     **rows}
+    return out
+
+
+# ----------------------------------------------------------------------------- check
+def photo_folder(n: int) -> Path:
+    """``n`` photo-sized files: MNIST digits upscaled to 224x224 RGB JPEGs (quality 90)."""
+    root = DATA_CACHE / f"mnist224jpg_{n}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    from PIL import Image
+
+    from skdlc.datasets import load_mnist
+
+    X, y = load_mnist(return_X_y=True)
+    for i in range(n):
+        d = root / str(y[i % len(y)])
+        d.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(np.roll(X[i % len(X)], i // len(X), axis=1)).resize((224, 224), Image.BICUBIC)
+        im.save(d / f"{i:06d}.jpg", quality=90)
+    done.write_text(str(n))
+    return root
+
+
+_CHECK_CHILD = r"""
+from skdlc._cli._common import check_images, read_labelled_images
+data = read_labelled_images(cfg["data"])
+t = time.perf_counter()
+check_images(data, "fail")
+print("RESULT " + json.dumps({"check_s": time.perf_counter() - t, "n": len(data)}))
+"""
+
+
+def stage_check(args) -> dict:
+    """The pre-scoring check alone (before: every image decoded; after: headers), on photo-sized JPEGs."""
+    repo = Path(args.before).resolve() if args.before else ROOT
+    label = "before" if args.before else "after"
+    out = {}
+    for n in args.sizes:
+        res = _child(_CHECK_CHILD, {"repo": str(repo), "data": str(photo_folder(n))}, f"check of {n} images")
+        print(f"[{label}] check {n} images: {res['check_s']:.1f} s", flush=True)
+        out[f"{label}|{n}"] = {"label": label, **res}
     return out
 
 
@@ -445,6 +491,16 @@ def render() -> str:
                          f"{p['path_passes']} | {p['probe_passes']} x {p['probe_rows']} | {f['total']} | "
                          f"{f['path_alone_would_be']} | {100 * p['probe_overhead']:.0f}% |")
         lines.append("")
+    check = _raw("check")
+    if check:
+        lines += ["## The check before scoring, on photo-sized files", "",
+                  "`check_images` alone on MNIST digits upscaled to 224x224 JPEGs (before: every image decoded; "
+                  "after: a stat and the header; the pixels are decoded once, by the scoring pass).", "",
+                  "| code | images | check s | ms per image |", "|---|---|---|---|"]
+        for key in sorted(check, key=lambda k: (check[k]["label"] != "before", check[k]["n"])):
+            r = check[key]
+            lines.append(f"| {r['label']} | {r['n']} | {r['check_s']:.2f} | {1000 * r['check_s'] / r['n']:.2f} |")
+        lines.append("")
     epoch = _raw("epoch")
     if epoch:
         lines += ["## Whole `skdlc prune` against one fine-tuning epoch", "",
@@ -497,7 +553,7 @@ def render() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=("prune", "epoch", "herding", "selection", "report"), required=True)
+    ap.add_argument("--stage", choices=("prune", "check", "epoch", "herding", "selection", "report"), required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=None)
@@ -509,11 +565,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.stage != "report":
-        fn = {"prune": stage_prune, "epoch": stage_epoch, "herding": stage_herding, "selection": stage_selection}
+        fn = {"prune": stage_prune, "check": stage_check, "epoch": stage_epoch, "herding": stage_herding,
+              "selection": stage_selection}
         res = fn[args.stage](args)
         RAW.mkdir(parents=True, exist_ok=True)
         path = RAW / f"scaling_{args.stage}.json"
-        merged = _raw(args.stage) if args.stage in ("prune", "epoch", "selection") else {}
+        merged = _raw(args.stage) if args.stage in ("prune", "check", "epoch", "selection") else {}
         merged.update(res)
         path.write_text(json.dumps(merged, indent=1) + "\n")
     (RESULTS / "scaling.md").write_text(render() + "\n")
