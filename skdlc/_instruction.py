@@ -40,6 +40,7 @@ from ._ratios import resolve_mask_ratios
 
 # ``response_losses`` is looked up here at call time, so a test can patch it on this module.
 from ._response_loss import response_losses
+from ._broken_pairs import estimate_broken_share  # noqa: F401 - re-exported
 from ._selection import STRATEGIES, n_to_keep, select, select_per_group
 
 # The estimator and the selection live here; the names re-exported below (prompts,
@@ -57,6 +58,7 @@ __all__ = [
     "encode_examples",
     "response_losses",
     "select_instructions",
+    "estimate_broken_share",
 ]
 
 
@@ -416,11 +418,11 @@ def select_instructions(
     keep: float | int,
     *,
     gamma: float = 0.5,
-    strategy: str = "flexrand",
+    strategy: str = "auto",
     groups: Sequence | None = None,
     random_state: Any = None,
 ) -> np.ndarray:
-    """Indices of the examples to keep, by FlexRand (or another strategy) on scores.
+    """Indices of the examples to keep: at random without the likely broken pairs (default).
 
     Parameters
     ----------
@@ -430,8 +432,14 @@ def select_instructions(
         Fraction to keep (of each group, at least one per group), or a number of
         examples (only without ``groups``).
     gamma : float, default=0.5
-        Easy/hard split quantile of FlexRand.
-    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins"}
+        Easy/hard split quantile of FlexRand (and of "flexible").
+    strategy : {"auto", "flexrand", "random", "easy", "hard", "flexible", "bins"}, \
+            default="auto"
+        ``"auto"``: leave out the likely broken pairs (the hardest tail whose size
+        :func:`~skdlc.estimate_broken_share` estimates per group; never so many that
+        fewer than the kept number remain) and keep the rest uniformly at random. It
+        is plain random selection when no broken pairs are found. ``"flexrand"`` is
+        the paper's sampler; the others are ablations (:func:`skdlc.select_from_scores`).
     groups : array-like of shape (n_samples,) or None
         E.g. a task/category column: each group is pruned on its own, as classes are
         for labelled data. ``None``: the whole set is one group.
@@ -457,8 +465,8 @@ def select_instructions(
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-d, got shape {scores.shape}")
     n = scores.size
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in ("auto", *STRATEGIES):
+        raise ValueError(f"strategy must be one of {('auto', *STRATEGIES)}, got {strategy!r}")
     is_count = isinstance(keep, Integral) and not isinstance(keep, bool)
     if is_count:
         if not 1 <= keep <= n:
@@ -469,11 +477,40 @@ def select_instructions(
         raise ValueError(f"keep must be a fraction in (0, 1] or a count >= 1, got {keep!r}")
     rs = check_random_state(random_state)
     seed = int(rs.randint(np.iinfo(np.int32).max))
+    if groups is not None:
+        groups = np.asarray(groups, dtype=object)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have one entry per score ({n}), got {groups.shape}")
+    if strategy == "auto":
+        return _select_auto(scores, keep, is_count, groups, gamma, seed)
     if groups is None:
         m = int(keep) if is_count else n_to_keep(n, float(keep))
         return select(scores, m, strategy, gamma, np.random.default_rng(seed))
-    groups = np.asarray(groups, dtype=object)
-    if groups.shape != (n,):
-        raise ValueError(f"groups must have one entry per score ({n}), got {groups.shape}")
     labels, codes = np.unique(groups.astype(str), return_inverse=True)
     return select_per_group(scores, codes, labels.size, float(keep), strategy, gamma, seed)[0]
+
+
+def _select_auto(scores, keep, is_count, groups, gamma, seed) -> np.ndarray:
+    """Random selection after the hardest tail flagged by estimate_broken_share, per group."""
+    from ._broken_pairs import estimate_broken_share
+
+    flagged = estimate_broken_share(scores, groups=groups).flagged
+    if groups is None:
+        m = int(keep) if is_count else n_to_keep(scores.size, float(keep))
+        return select(scores, m, "random", gamma, np.random.default_rng(seed),
+                      drop_hardest=_tail_share(flagged))
+    labels, codes = np.unique(groups.astype(str), return_inverse=True)
+    seeds = np.random.SeedSequence(seed).spawn(labels.size)
+    kept = []
+    for k in range(labels.size):
+        rows = np.flatnonzero(codes == k)
+        m = n_to_keep(rows.size, float(keep))
+        kept.append(rows[select(scores[rows], m, "random", gamma, np.random.default_rng(seeds[k]),
+                                drop_hardest=_tail_share(flagged[rows]))])
+    return np.sort(np.concatenate(kept))
+
+
+def _tail_share(flagged: np.ndarray) -> float:
+    """The flagged fraction as a ``drop_hardest`` share that rounds back to the same count."""
+    n, m = flagged.size, int(flagged.sum())
+    return min(m / n, 1 - 0.5 / n) if n else 0.0
