@@ -10,7 +10,8 @@ Parts (each caches what it computes; a re-run of a finished part is free):
   (``--n-train`` per task of ``INSTRUCTION_TASK_MIX``) and of its broken variants
   (``benchmarks/_broken_pairs.py``: swapped, truncated and wrongly formatted
   responses), with :class:`skdlc.InstructionScorer` at the default path (0, 0.1, 0.2,
-  0.3), plus the loss of the response alone (prompt ``"Answer: "`` only). Cached per
+  0.3), plus the loss of the response alone at the same ratios (the same template with an
+  empty instruction and input: ``InstructionScorer.response_only_losses``). Cached per
   chunk of records and per ratio with ``memory=``.
 - ``detect``: AUROC for finding the broken pairs at 10% and 20% broken, overall, per
   task and per kind of break, for the DLC score, the unmasked loss, the response length,
@@ -47,11 +48,6 @@ RATIOS = (0.0, 0.1, 0.2, 0.3)
 RATES = (0.1, 0.2)
 
 
-def alone_template(instruction: str, input: str, output: str):  # noqa: A002
-    """The response after the template's last words only: no instruction, no input."""
-    return "Answer: ", output, True
-
-
 # ---------------------------------------------------------------------- scores
 def _scorer(ratios, template, args):
     from skdlc import InstructionScorer
@@ -62,14 +58,22 @@ def _scorer(ratios, template, args):
                              verbose=False).fit()
 
 
-def _chunked_losses(records, ratios, template, args, chunk=120):
+def _chunked_losses(records, ratios, template, args, chunk=120, response_only=False):
+    """Per-ratio losses in chunks (each cached with ``memory=``); ``response_only``: the
+    outputs alone, as ``InstructionScorer.response_only_losses`` (empty instruction and
+    input in the same template), at every ratio."""
     scorer = _scorer(ratios, template, args)
     out = []
     for s in range(0, len(records), chunk):
         t = time.perf_counter()
-        out.append(scorer.path_losses(records[s:s + chunk]))
-        print(f"  {template.__name__} ratios {ratios}: {s + len(out[-1])}/{len(records)} "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
+        part = records[s:s + chunk]
+        if response_only:
+            out.append(scorer._losses([("", "", r["output"]) for r in part], list(ratios),
+                                      record=False))
+        else:
+            out.append(scorer.path_losses(part))
+        print(f"  {'response only' if response_only else 'with prompt'} ratios {ratios}: "
+              f"{s + len(out[-1])}/{len(records)} ({time.perf_counter() - t:.0f} s)", flush=True)
     return np.concatenate(out)
 
 
@@ -158,17 +162,17 @@ def part_scores(args, raw):
     l0, _, ids, n_resp, ntok = unmasked_pass(recs, args)
     timings["unmasked_and_states_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    alone = _chunked_losses(scored, [0.0], alone_template, args)
-    timings["response_alone_s"] = time.perf_counter() - t
-    t = time.perf_counter()
     lm = _chunked_losses(scored, RATIOS[1:], compact_template, args)
     timings["masked_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    alone = _chunked_losses(scored, RATIOS, compact_template, args, response_only=True)
+    timings["response_only_s"] = time.perf_counter() - t
     m = len(scored)
     raw["scores"] = {
         "n_pool": n_pool, "n_test": len(recs) - m, "variants": variants,
         "losses": np.column_stack([l0[:m], lm]).round(6).tolist(),
         "zero_shot_test": l0[m:].round(6).tolist(),
-        "alone": alone[:, 0].round(6).tolist(), "n_response_tokens": n_resp[:m],
+        "alone": alone.round(6).tolist(), "n_response_tokens": n_resp[:m],
         "n_tokens": [len(x) for x in ids[:m]],
         "tokens_per_pass": ntok, "timings": timings, "dtype": args.dtype,
         "load_avg": os.getloadavg(),
@@ -194,7 +198,7 @@ def broken_view(raw, rate):
     sc = raw["scores"]
     n = sc["n_pool"]
     L = np.asarray(sc["losses"])
-    alone = np.asarray(sc["alone"])
+    alone = np.asarray(sc["alone"]).reshape(len(L), -1)
     nresp = np.asarray(sc["n_response_tokens"], dtype=float)
     m = int(np.floor(rate * n + 0.5))
     rows = np.arange(n)
@@ -216,7 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
                     help="scoring dtype (bfloat16: about twice as fast on this CPU)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; on a loaded machine 1 is several times faster than 2 "
+                         "(threads wait for each other)")
     ap.add_argument("--cache", default=str(cache_dir("benchmarks", "instruction_selection")))
     ap.add_argument("--out", default=str(HERE / "results" / "instruction_selection.md"))
     from _instruction_lora import add_arguments
@@ -242,7 +248,7 @@ def main(argv=None) -> int:
             part_scores(args, raw)
         elif part == "detect":
             from _instruction_detect import part_detect
-            part_detect(raw, RATES)
+            part_detect(raw, RATES, args)
         elif part == "select":
             from _instruction_detect import part_select
             part_select(raw, RATES, args)

@@ -73,10 +73,10 @@ def test_auto_leaves_out_the_flagged_and_is_random_otherwise():
     assert len(idx) == 250 and not est.flagged[idx].any()
     np.testing.assert_array_equal(idx, select_instructions(scores, 0.5, strategy="auto",
                                                            random_state=0))
-    # keep more than the unflagged: all of them, plus the least hard of the flagged
+    # keep more than the unflagged: all of them, the rest drawn from the flagged
     idx = select_instructions(scores, 0.9, random_state=0)
     assert len(idx) == 450 and (~est.flagged[idx]).sum() == (~est.flagged).sum()
-    assert scores[idx].max() <= np.sort(scores)[449]
+    assert len(np.unique(idx)) == 450
     # nothing flagged: exactly the random strategy with the same seed
     clean = np.random.default_rng(3).lognormal(0.5, 0.4, 300)
     assert estimate_broken_share(clean).n_flagged == 0
@@ -92,6 +92,20 @@ def test_auto_leaves_out_the_flagged_and_is_random_otherwise():
     assert not flagged[idx].any()
     with pytest.raises(ValueError, match="strategy"):
         select_instructions(scores, 0.5, strategy="nope")
+
+
+def test_auto_with_another_signal_for_the_broken_pairs():
+    """broken=: the flags come from other per-record values, or a ready estimate."""
+    suspicion, broken = _planted(seed=5)
+    scores = np.random.default_rng(6).lognormal(1.0, 0.5, suspicion.size)  # no signal
+    est = estimate_broken_share(suspicion)
+    assert est.n_flagged > 80
+    for given in (suspicion, est):
+        idx = select_instructions(scores, 0.5, broken=given, random_state=2)
+        assert len(idx) == 250 and not est.flagged[idx].any()
+    assert estimate_broken_share(scores).n_flagged == 0  # the scores alone would flag nothing
+    with pytest.raises(ValueError, match="500 records"):
+        select_instructions(scores, 0.5, broken=suspicion[:-1], random_state=2)
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -116,20 +130,24 @@ def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     real = mod.InstructionScorer.score_samples
     monkeypatch.setattr(mod.InstructionScorer, "score_samples",
                         lambda self, X: real(self, X) * 0 + scores)
+    alone = mod.InstructionScorer.response_only_losses
+    monkeypatch.setattr(mod.InstructionScorer, "response_only_losses",
+                        lambda self, X: alone(self, X) * 0 + 2.0)  # the signal: scores / 2
     out = tmp_path / "kept.jsonl"
     rc = cli.main(["prune-instructions", str(src), "--keep", "0.5", "--model", str(model_dir),
                    "--mask-ratios", "0", "--out", str(out), "--quiet"])
     assert rc == 0
     err = capsys.readouterr().err
     summary = json.loads((tmp_path / "kept_summary.json").read_text(encoding="utf-8"))
-    est = estimate_broken_share(scores)
+    est = estimate_broken_share(scores / 2.0)
     assert summary["strategy"] == "auto"
     assert summary["estimated_broken_share"] == pytest.approx(est.share)
     assert summary["n_likely_broken"] == len(summary["likely_broken"]) == est.n_flagged > 0
     lines = [s["line"] for s in summary["likely_broken"]]
     assert sorted(lines) == sorted(int(i) + 1 for i in np.flatnonzero(est.flagged))
-    got = [s["score"] for s in summary["likely_broken"]]
-    assert got == sorted(got, reverse=True)  # hardest first
+    got = [s["signal"] for s in summary["likely_broken"]]
+    assert got == sorted(got, reverse=True)  # most suspect first
+    assert got == pytest.approx([s["score"] / 2 for s in summary["likely_broken"]])
     assert not any(s["kept"] for s in summary["likely_broken"])
     kept_ids = {json.loads(x)["id"] for x in out.read_text().splitlines()}
     assert len(kept_ids) == 50 and not kept_ids & {s["record"] for s in summary["likely_broken"]}
@@ -145,3 +163,25 @@ def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "kept_summary.json").read_text(encoding="utf-8"))
     assert summary["strategy"] == "flexrand" and summary["n_likely_broken"] == est.n_flagged
     assert not (tmp_path / "kept_report").exists()
+
+
+def test_response_only_losses_is_the_loss_without_the_instruction(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from test_instruction import DATA, _direct_loss, _tiny_model, _tiny_tokenizer
+
+    from skdlc import InstructionScorer
+    from skdlc._instruction import encode_examples
+
+    tok = _tiny_tokenizer()
+    model = _tiny_model(len(tok))
+    scorer = InstructionScorer(model, tokenizer=tok, mask_ratios=[0.0, 0.3], batch_size=2,
+                               memory=tmp_path / "cache", verbose=False).fit()
+    got = scorer.response_only_losses(DATA)
+    enc = encode_examples([("", "", r["output"]) for r in DATA], tok, "alpaca", 512)
+    want = [_direct_loss(model, ids, c) for ids, c in zip(enc.ids, enc.n_response)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with_prompt = scorer.path_losses(DATA)[:, 0]
+    assert not np.allclose(got, with_prompt)  # the instruction changes the loss
+    np.testing.assert_array_equal(got, scorer.response_only_losses(DATA))  # from the cache
+    assert scorer.n_tokens_ == int(scorer.encode(DATA).lengths.sum())  # the path's, untouched

@@ -230,12 +230,18 @@ def run(args: argparse.Namespace) -> int:
             f"non-finite score for the record at line {data.line_numbers[bad]} (try "
             "--dtype float32 or smaller --mask-ratios)"
         )
+    alone = scorer.response_only_losses(data.records)  # a short pass: the responses only
+    t3 = time.perf_counter()
 
     from .._broken_pairs import estimate_broken_share
 
-    broken = estimate_broken_share(scores, groups=groups)
+    # A broken pair's response is barely easier to predict with its instruction than
+    # without: the ratio of the two losses, per group (benchmarks/results/
+    # instruction_selection.md: AUROC ~0.9 where the loss alone gives ~0.65).
+    signal = scores / np.maximum(alone, 1e-9)
+    broken = estimate_broken_share(signal, groups=groups)
     idx = select_instructions(scores, args.keep, gamma=args.gamma, strategy=args.strategy,
-                              groups=groups, random_state=args.seed)
+                              groups=groups, random_state=args.seed, broken=broken)
     if idx.size == 0:  # pragma: no cover - select keeps at least one per group
         raise CLIError("nothing would be kept; raise --keep")
 
@@ -261,16 +267,16 @@ def run(args: argparse.Namespace) -> int:
 
     report_dir = out.with_name(out.stem + "_report")
     summary_path = out.with_name(out.stem + "_summary.json")
-    suspects = _likely_broken(args, data, scores, idx, groups, broken)
+    suspects = _likely_broken(args, data, scores, signal, idx, groups, broken)
     # One set: the kept records, the summary and the report beside them appear together
     # (a report of an earlier run is removed under --no-report); the JSONL goes last.
     # swap=False: out's folder is the user's, not ours.
     with output_set(out.parent, [report_dir.name, summary_path.name, out.name], swap=False) as tmp:
         if not args.no_report:
             _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, groups, src,
-                          t0, t1, t2, suspects)
+                          t0, t1, t2, t3, suspects)
         _write_summary(tmp / summary_path.name, args, src, scorer, n, idx, broken, suspects,
-                       {"model load": t1 - t0, "scoring": t2 - t1})
+                       {"model load": t1 - t0, "scoring": t2 - t1, "response-only loss": t3 - t2})
         written = write_jsonl(tmp / out.name, lines(), bom=data.bom)
     ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
     per = f" per {args.category_field!r}" if groups is not None else ""
@@ -301,16 +307,17 @@ def _broken_line(broken, n: int, strategy: str) -> str:
             + what)
 
 
-def _likely_broken(args, data, scores, idx, groups, broken) -> list[dict]:
-    """The flagged records, hardest first: index (0-based), line, score, kept, category and
-    the start of the output."""
+def _likely_broken(args, data, scores, signal, idx, groups, broken) -> list[dict]:
+    """The flagged records, most suspect first: index (0-based), line, DLC score, the
+    broken-pair signal, kept, category and the start of the output."""
     kept = set(int(i) for i in idx)
     out = []
-    for i in broken.indices(scores):
+    for i in broken.indices(signal):
         i = int(i)
         rec = data.records[i]
         item = {"record": i, "line": int(data.line_numbers[i]),
-                "score": round(float(scores[i]), 6), "kept": i in kept}
+                "score": round(float(scores[i]), 6), "signal": round(float(signal[i]), 6),
+                "kept": i in kept}
         if groups is not None:
             item["category"] = rec[args.category_field]
         item["output"] = str(rec[args.output_field])[:80]
@@ -327,6 +334,7 @@ def _write_summary(path, args, src, scorer, n, idx, broken, suspects, timings) -
         "mask_ratios": [float(r) for r in scorer.mask_ratios_],
         "n_truncated": int(scorer.n_truncated_),
         "estimated_broken_share": round(float(broken.share), 6),
+        "broken_signal": "DLC score / loss of the response without its instruction",
         "n_likely_broken": broken.n_flagged,
         "broken_fit": broken.to_dict()["groups"],
         "likely_broken": suspects,
@@ -335,7 +343,7 @@ def _write_summary(path, args, src, scorer, n, idx, broken, suspects, timings) -
     path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, t2,
+def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, t2, t3,
                   suspects) -> None:
     """The text report (score histogram, easiest/hardest records, kept share per group)."""
     import numpy as np
@@ -352,7 +360,8 @@ def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, 
         folder, scores=scores, kept=kept, texts=data.raw, labels=labels,
         calibration=getattr(scorer, "calibration_", None),
         likely_broken=suspects,
-        timings={"model load": t1 - t0, "scoring": t2 - t1}, command=["skdlc", *sys.argv[1:]],
+        timings={"model load": t1 - t0, "scoring": t2 - t1, "response-only loss": t3 - t2},
+        command=["skdlc", *sys.argv[1:]],
         info={"data": str(src), "model": scorer.model_source_, "mask ratios": list(scorer.mask_ratios_),
               "keep": args.keep, "strategy": args.strategy, "gamma": args.gamma,
               "category field": args.category_field},
