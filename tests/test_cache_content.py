@@ -153,3 +153,20 @@ def test_another_seed_reads_the_same_calibrated_path(tiny_cnn, tmp_path):
     d = _scorer(tiny_cnn, mask_ratios="calibrated", random_state=5, n_ratios=3)
     np.testing.assert_allclose(d.fit_transform(paths, y), out, rtol=1e-6, atol=1e-7)
     assert d.mask_ratios_ == a.mask_ratios_
+
+
+def test_calibration_records_passes_used_and_informative():
+    from skdlc._calibration import Calibration
+
+    rng = np.random.default_rng(0)
+    base = rng.random(500)
+    cal = Calibration(probe_ratios=(0.0, 0.1, 0.2, 0.4, 0.8), accuracies=(0.9,) * 5, chance=0.1,
+                      ratios=(0.0, 0.2, 0.4), n_rows=100, informative=(True,) * 5)
+    # the second pass reorders the rows, the third adds a constant: it moves nothing
+    out = cal.with_path_stats([base, rng.random(500) * 3, np.full(500, 2.0)], n_rows=500).to_dict()
+    p = out["passes"]
+    assert p["path_passes"] == 3 and p["path_passes_informative"] == 2
+    assert p["spearman_to_previous"][1] == 1.0 and p["spearman_to_previous"][0] < 0.99
+    assert p["image_forwards"] == {"probes": 500, "path_outside_sample": 1200, "total": 1700,
+                                   "path_alone_would_be": 1500}
+    assert p["probe_overhead"] == round(2 * 100 / 1500, 4)
