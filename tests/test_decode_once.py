@@ -122,7 +122,7 @@ def test_prune_skip_and_cached_rerun_with_another_seed(tmp_path, decodes, capsys
     _truncate(bad)
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = ["prune", str(root), "--keep", "0.5", "--backbone", TINY, "--cache", str(cache), "--quiet",
-            "--no-report", "--num-workers", "0", "--on-error", "skip", "--strategy", "random", "--gamma", "0.5",
+            "--no-report", "--num-workers", "0", "--on-error", "skip", "--strategy", "random",
             "--out", str(out)]
     assert main(argv + ["--seed", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
