@@ -8,7 +8,8 @@ from scipy.stats import binomtest
 from skdlc.datasets import INSTRUCTION_TASK_MIX
 
 NAMES = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5, the paper's)",
-         "auto": "**new default** (`auto`)", "easy": "DLC+easy", "full": "full pool (100%)"}
+         "auto": "**new default** (`auto`)", "auto_task": "`auto` per task (`--category-field`)",
+         "easy": "DLC+easy", "full": "full pool (100%)"}
 
 
 def _f(v, fmt=".3f"):
@@ -101,7 +102,7 @@ def downstream(raw) -> list[str]:
     groups = {}
     for r in runs:
         groups.setdefault((r["rate"], r["keep"], r["method"]), []).append(r)
-    order = ["random", "flexrand", "easy", "auto", "full"]
+    order = ["random", "flexrand", "easy", "auto", "auto_task", "full"]
     keys = sorted(groups, key=lambda k: (k[0], -k[1], order.index(k[2])))
     for key in keys:
         rs = groups[key]
