@@ -51,7 +51,10 @@ def detectors(view, tasks):
 
 
 SIGNALS = {"DLC score": lambda L, A: L.mean(1),
-           "DLC / response-only": lambda L, A: L.mean(1) / A[:, 0]}
+           "DLC / response-only": lambda L, A: L.mean(1) / A[:, 0],
+           "unmasked / response-only (IFD)": lambda L, A: L[:, 0] / A[:, 0],
+           "path mean of L_t(y|x) / L_t(y)": lambda L, A: (L / A).mean(1),
+           "DLC minus response-only DLC": lambda L, A: L.mean(1) - A.mean(1)}
 
 
 def _auc(y, s):

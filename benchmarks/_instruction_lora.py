@@ -18,8 +18,9 @@ Protocol, sized for two shared CPU cores:
   greedy decoding would produce), each macro-averaged over the tasks;
 - methods: Random, DLC+FlexRand (gamma 0.5, the paper's), the new default
   (``select_instructions(strategy="auto")``), all without categories as the CLI's
-  defaults; the full pool; seeds pair the subset draw, the LoRA initialisation and the
-  data order.
+  defaults (``auto`` flags the broken pairs on DLC score / response-only loss, as
+  ``skdlc prune-instructions`` does); the full pool; seeds pair the subset draw, the
+  LoRA initialisation and the data order.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ import torch.nn.functional as F
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 METHODS = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5)",
-           "auto": "new default (auto)", "easy": "DLC+easy", "full": "full pool"}
+           "auto": "new default (auto)", "auto_task": "auto per task (--category-field)",
+           "easy": "DLC+easy", "full": "full pool"}
 
 
 def add_arguments(ap) -> None:
     g = ap.add_argument_group("downstream (LoRA)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    g.add_argument("--keeps", type=float, nargs="+", default=[0.5])
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    g.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.3])
     g.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.2],
                    help="broken shares of the pool to fine-tune on")
-    g.add_argument("--methods", nargs="+", default=["random", "flexrand", "auto"],
+    g.add_argument("--methods", nargs="+", default=["random", "flexrand", "auto", "auto_task"],
                    choices=[m for m in METHODS if m != "full"])
     g.add_argument("--full-seeds", type=int, nargs="*", default=[0],
                    help="seeds of the full-pool runs")
@@ -205,6 +207,7 @@ def part_downstream(raw, args, save):
           flush=True)
     save()
 
+    tasks_pool = np.array([r["category"] for r in recs[:n_pool]])
     plan = []
     for rate in args.rates:
         for keep in args.keeps:
@@ -222,8 +225,11 @@ def part_downstream(raw, args, save):
         scores = view["losses"].mean(1)
         if method == "full":
             subset = np.arange(n_pool)
-        else:
-            subset = select_instructions(scores, keep, strategy=method, gamma=0.5, random_state=seed)
+        else:  # "auto" flags broken pairs on the CLI's signal, DLC score / response-only loss
+            groups = tasks_pool if method == "auto_task" else None
+            subset = select_instructions(scores, keep, strategy=method.replace("_task", ""),
+                                         gamma=0.5, random_state=seed, groups=groups,
+                                         broken=scores / view["alone"][:, 0])
         h = hashlib.sha256(np.asarray(rows[subset]).tobytes() + str(seed).encode()).hexdigest()[:16]
         if key in ds["runs"] and ds["runs"][key].get("subset_hash") == h:
             continue
