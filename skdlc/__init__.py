@@ -26,6 +26,8 @@ _LAZY = {
     "OnnxDLCModel": "._onnx",  # scores from an ONNX export folder, no torch backbone
     "InstructionScorer": "._instruction",
     "select_instructions": "._instruction",
+    "estimate_broken_share": "._broken_pairs",
+    "BrokenPairs": "._broken_pairs",
     "RayBackend": "._distributed",  # backend=RayBackend(address=..., num_gpus=...)
     "TorchSettings": "._engine_settings",  # engine=TorchSettings(precision=..., ...)
     "OnnxSettings": "._engine_settings",  # engine=OnnxSettings(threads=..., ...)
@@ -58,6 +60,8 @@ __all__ = [
     "OnnxDLCModel",
     "InstructionScorer",
     "select_instructions",
+    "estimate_broken_share",
+    "BrokenPairs",
     "RayBackend",
     "TorchSettings",
     "OnnxSettings",
@@ -104,6 +108,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._backbones._base import Backbone, Preprocessing
     from ._distributed import RayBackend
     from ._engine_settings import OnnxSettings, TorchSettings
+    from ._broken_pairs import BrokenPairs, estimate_broken_share
     from ._instruction import InstructionScorer, select_instructions
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler

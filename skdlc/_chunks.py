@@ -5,10 +5,12 @@ The rows are cut into chunks (``chunk_size`` rows, a multiple of ``batch_size``)
 features of each chunk under each masked variant are written, atomically, as one
 ``.npy`` file under the cache::
 
-    <memory>/joblib/skdlc_chunks/<feature key>/r0.300000_0000004096_0000008192.npy
+    <memory>/joblib/skdlc_chunks/<feature key>/r0.300000_0000004096_0000008192_<checksum>.npy
 
-Scoring then reads the method's two phases back from those files, memory-mapped, one
-chunk at a time:
+The checksum (blake2b of the file's bytes) is verified when a chunk is read: a chunk
+that was damaged or altered is computed again, with a one-line note, never used.
+Scoring then reads the method's two phases back from those files, one chunk at a
+time:
 
 1. per-class feature sums and counts of every variant -> class prototypes;
 2. each chunk's per-class losses against the prototypes.
@@ -19,7 +21,8 @@ are never computed again. The method itself (prototypes, losses) is :mod:`skdlc.
 of its feature sources, beside the in-memory engines and Ray.
 
 The feature key is a content fingerprint of everything that decides the features and
-nothing else: the backbone's tensors and preprocessing, the data, the masking mode, the
+nothing else: the backbone's tensors and preprocessing, the data (each image file's
+bytes, not its name or timestamps), the masking mode, the
 batching (and whether fit or transform asked). Labels, logits, temperature or
 prototypes do not enter it, so a grid search over those parameters re-reads the
 features instead of recomputing them; a
@@ -33,6 +36,8 @@ that do not fit.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -47,6 +52,7 @@ from ._data import Batches
 from ._io import atomic_write
 
 __all__ = [
+    "ChunkDamaged",
     "ChunkStore",
     "PathManifest",
     "chunk_store",
@@ -56,46 +62,104 @@ __all__ = [
 ]
 
 CHUNK_DIR = "skdlc_chunks"
-_KEY_VERSION = "chunks-1"  # bump when the features' meaning changes
+_KEY_VERSION = "chunks-2"  # bump when the features' meaning changes
 
 
 # --------------------------------------------------------------------------- store
+class ChunkDamaged(Exception):
+    """A stored chunk that does not match its checksum (or is not a chunk at all)."""
+
+
 class ChunkStore:
     """One folder of feature chunks for one feature key.
 
-    A file ``r{ratio}_{start}_{stop}.npy`` holds the float32 features (stop - start, D)
-    of rows ``start:stop`` under the variant masked at ``ratio``. Files are written to
+    A file ``r{ratio}_{start}_{stop}_{digest}.npy`` holds the float32 features
+    (stop - start, D) of rows ``start:stop`` under the variant masked at ``ratio``;
+    ``digest`` is the blake2b of the file's bytes, checked when the file is read
+    (:meth:`load`), so a damaged or altered chunk is never used. Files are written to
     a temporary name and renamed, so a killed run leaves either a whole file or none.
     """
 
     def __init__(self, root: str | os.PathLike, key: str):
         self.dir = Path(root) / key[:40]
         self.key = key
+        self._index: dict | None = None
+        self._verified: dict = {}  # path -> (size, mtime_ns) checked in this process
 
-    def path(self, ratio: float, start: int, stop: int) -> Path:
-        return self.dir / f"r{float(ratio):.6f}_{start:010d}_{stop:010d}.npy"
+    @staticmethod
+    def _stem(ratio: float, start: int, stop: int) -> str:
+        return f"r{float(ratio):.6f}_{start:010d}_{stop:010d}"
+
+    def _files(self) -> dict:
+        """stem -> path of every stored chunk (listed once, then kept up to date)."""
+        if self._index is None:
+            self._index = {}
+            for p in self.files():
+                stem, _, digest = p.stem.rpartition("_")
+                if len(digest) == 2 * _DIGEST_BYTES and stem:
+                    self._index[stem] = p
+        return self._index
+
+    def path(self, ratio: float, start: int, stop: int) -> Path | None:
+        """The stored file of this chunk, or None."""
+        return self._files().get(self._stem(ratio, start, stop))
 
     def has(self, ratio: float, start: int, stop: int) -> bool:
-        """Whether a readable chunk of the right number of rows is stored."""
-        p = self.path(ratio, start, stop)
-        if not p.is_file():
-            return False
-        try:
-            arr = np.load(p, mmap_mode="r")
-        except (OSError, ValueError, EOFError):
-            return False  # unreadable: compute it again (the rename is atomic, so rare)
-        return arr.ndim == 2 and arr.shape[0] == stop - start and arr.dtype == np.float32
+        """Whether a chunk is stored (its checksum is verified when it is read)."""
+        return self.path(ratio, start, stop) is not None
 
     def save(self, ratio: float, start: int, stop: int, features: np.ndarray) -> None:
-        with atomic_write(self.path(ratio, start, stop), "wb") as f:
-            np.save(f, np.ascontiguousarray(features, dtype=np.float32))
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(features, dtype=np.float32))
+        data = buf.getvalue()
+        stem = self._stem(ratio, start, stop)
+        path = self.dir / f"{stem}_{_checksum(data)}.npy"
+        old = self._files().get(stem)
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+        if old is not None and old != path:
+            old.unlink(missing_ok=True)
+        self._files()[stem] = path
+        st = path.stat()
+        self._verified[path] = (st.st_size, st.st_mtime_ns)
 
     def load(self, ratio: float, start: int, stop: int) -> np.ndarray:
-        """The chunk, memory-mapped read-only."""
-        return np.load(self.path(ratio, start, stop), mmap_mode="r")
+        """The chunk, its checksum verified (read-only; memory-mapped once verified).
+
+        Raises :class:`ChunkDamaged` when the file is missing, does not match its
+        checksum, or is not (stop - start, D) float32 features.
+        """
+        path = self.path(ratio, start, stop)
+        if path is None:
+            raise ChunkDamaged(f"chunk {self._stem(ratio, start, stop)} is missing")
+        try:
+            st = path.stat()
+            if self._verified.get(path) == (st.st_size, st.st_mtime_ns):
+                arr = np.load(path, mmap_mode="r")
+            else:
+                data = path.read_bytes()
+                if _checksum(data) != path.stem.rpartition("_")[2]:
+                    raise ChunkDamaged(f"{path.name} does not match its checksum")
+                arr = np.load(io.BytesIO(data))
+                arr.flags.writeable = False
+                self._verified[path] = (st.st_size, st.st_mtime_ns)
+        except ChunkDamaged:
+            raise
+        except (OSError, ValueError, EOFError) as exc:
+            raise ChunkDamaged(f"{path.name} cannot be read ({type(exc).__name__})") from None
+        if arr.ndim != 2 or arr.shape[0] != stop - start or arr.dtype != np.float32:
+            raise ChunkDamaged(f"{path.name} holds {arr.dtype} {arr.shape}, not {stop - start} rows of float32")
+        return arr
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("r*.npy")) if self.dir.is_dir() else []
+
+
+_DIGEST_BYTES = 16
+
+
+def _checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=_DIGEST_BYTES).hexdigest()
 
 
 def _memory_root(memory: Any) -> Path | None:
@@ -152,17 +216,16 @@ def _sub_batches(batches: Batches, start: int, stop: int) -> Batches:
 # --------------------------------------------------------------------------- source
 @dataclass
 class ChunkVariant:
-    """One ratio's features, as the chunk files of the store (memory-mapped one at a time)."""
+    """One ratio's features, as the chunk files of the store (read one at a time)."""
 
-    store: ChunkStore
+    source: "ChunkedSource"
     ratio: float
-    ranges: list
-    order: np.ndarray | None = None
 
     def map(self, fn, *args):
-        for a, b in self.ranges:
-            rows = slice(a, b) if self.order is None else self.order[a:b]
-            yield rows, fn(rows, self.store.load(self.ratio, a, b), *args)
+        order = self.source.order
+        for a, b in self.source.ranges:
+            rows = slice(a, b) if order is None else order[a:b]
+            yield rows, fn(rows, self.source.load(self.ratio, a, b), *args)
 
 
 class ChunkedSource:
@@ -171,7 +234,8 @@ class ChunkedSource:
     Asked for a run of ratios, it computes the chunks that are missing (each chunk's
     batches through all missing variants, then saved atomically), then hands the
     driver one :class:`ChunkVariant` per ratio. A killed run resumes: chunks on disk
-    are never computed again.
+    are never computed again. A chunk that fails its checksum when it is read is
+    computed again, with a one-line note.
     """
 
     def __init__(self, engine, batches: Batches, store: ChunkStore, *, chunk_size: int,
@@ -186,20 +250,33 @@ class ChunkedSource:
     def n_forward_batches(self) -> int:
         return self.engine.n_forward_batches
 
+    def _compute(self, a: int, b: int, ratios: list, desc: str) -> dict:
+        sub = _sub_batches(self.batches, a, b)
+        out = {}
+        for i, feats in self.engine.features(sub, ratios, desc=f"{desc} rows {a}:{b}", decodes=self.decodes):
+            self.store.save(ratios[i], a, b, feats)
+            out[ratios[i]] = feats
+        self.chunks_computed += 1
+        return out
+
     def variants(self, run, desc):
         run = [float(r) for r in run]
         missing = {(a, b): [r for r in run if not self.store.has(r, a, b)] for a, b in self.ranges}
         self._say_resuming(missing, len(run))
         for (a, b), todo in missing.items():
-            if not todo:
-                continue
-            sub = _sub_batches(self.batches, a, b)
-            for i, feats in self.engine.features(sub, todo, desc=f"{desc} rows {a}:{b}",
-                                                 decodes=self.decodes):
-                self.store.save(todo[i], a, b, feats)
-            self.chunks_computed += 1
+            if todo:
+                self._compute(a, b, todo, desc)
         for r in run:
-            yield ChunkVariant(self.store, r, self.ranges, self.order)
+            yield ChunkVariant(self, r)
+
+    def load(self, ratio: float, a: int, b: int) -> np.ndarray:
+        """A chunk's features; a damaged chunk is computed again (one line on stderr)."""
+        try:
+            return self.store.load(ratio, a, b)
+        except ChunkDamaged as exc:
+            print(f"skdlc: cache: damaged feature chunk ({exc}) in {self.store.dir}; "
+                  "computing it again", file=sys.stderr)
+            return self._compute(a, b, [float(ratio)], "DLC recompute")[float(ratio)]
 
     def _say_resuming(self, missing: dict, n_ratios: int) -> None:
         """One line on stderr when a run picks up chunks that an earlier run left."""
@@ -286,14 +363,13 @@ class PathManifest(torch.utils.data.Dataset):
         return np.asarray(out)
 
     def fingerprint(self) -> str:
-        """Each image's path, size and modification time, streamed (for ``memory=``)."""
-        import hashlib
-
+        """A hash of every image's bytes, streamed (for ``memory=``); names and times do not count."""
         h = hashlib.sha256(f"manifest{self._n}".encode())
         for i in range(self._n):
-            p = self[i]
-            st = os.stat(p)
-            h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            d = _cache.file_digest(self[i])
+            if d is None:
+                raise FileNotFoundError(f"manifest {self.path!r}: line {i + 1}: no such file {self[i]!r}")
+            h.update(d)
         return h.hexdigest()
 
     def __repr__(self) -> str:

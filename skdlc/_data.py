@@ -8,7 +8,10 @@ paths; a list of image arrays of any sizes; a torch ``Dataset`` yielding images 
 ``(image, label)`` pairs); or a list of strings for a text backbone.
 
 Decoding and resizing happen here, once per batch; the engine then runs the batch
-through every masked variant it needs.
+through every masked variant it needs. With ``on_error="skip"`` an image that does not
+decode becomes an all-NaN placeholder row: the engine runs a blank in its place and
+marks its features unreadable, and the driver leaves the row out (no pass of its own
+is spent finding unreadable files).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "n_samples",
     "check_finite",
     "decodes_files",
+    "read_error",
 ]
 
 
@@ -261,10 +265,21 @@ def _item_to_uint8_or_float(item: Any) -> np.ndarray | torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32))
 
 
-def _stack_items(items: list, pp: Preprocessing) -> torch.Tensor:
+def _placeholder(pp: Preprocessing) -> torch.Tensor:
+    """An all-NaN model input: the mark of an image that could not be read."""
+    return torch.full((1, 3, *pp.input_size), float("nan"))
+
+
+def _stack_items(items: list, pp: Preprocessing, skip: bool = False) -> torch.Tensor:
     out = []
     for it in items:
-        x = _item_to_uint8_or_float(it)
+        try:
+            x = _item_to_uint8_or_float(it)
+        except ImageReadError:
+            if not skip:
+                raise
+            out.append(_placeholder(pp))
+            continue
         if isinstance(x, torch.Tensor):
             if x.ndim == 2:
                 x = x.unsqueeze(0)
@@ -389,7 +404,7 @@ def check_input_kind(X: Sequence, backbone: Backbone) -> None:
             )
 
 
-def _list_batches(X: Sequence, backbone: Backbone, batch_size: int) -> Batches:
+def _list_batches(X: Sequence, backbone: Backbone, batch_size: int, skip: bool = False) -> Batches:
     check_input_kind(X, backbone)
     if backbone.collate is not None:
         items = list(X)
@@ -400,15 +415,16 @@ def _list_batches(X: Sequence, backbone: Backbone, batch_size: int) -> Batches:
             f"backbone {backbone.name!r} has no image preprocessing, so X must be a numeric "
             "array it can take as-is, not a list of files or images"
         )
-    if _is_pathlike_list(X):
+    if _is_pathlike_list(X) and not skip:
         missing = [os.fspath(p) for p in X if not os.path.isfile(p)]
         if missing:
             more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
             raise ImageReadError(missing[0], f"no such file; missing: {missing[:3]}{more}")
-    return Batches(len(X), batch_size, lambda a, b: _stack_items(list(X[a:b]), pp))
+    return Batches(len(X), batch_size, lambda a, b: _stack_items(list(X[a:b]), pp, skip))
 
 
-def _dataset_batches(ds: torch.utils.data.Dataset, backbone: Backbone, batch_size: int) -> Batches:
+def _dataset_batches(ds: torch.utils.data.Dataset, backbone: Backbone, batch_size: int,
+                     skip: bool = False) -> Batches:
     if backbone.collate is not None:
         return Batches(len(ds), batch_size, lambda a, b: backbone.collate([ds[i] for i in range(a, b)]))
     pp = backbone.preprocessing
@@ -416,15 +432,22 @@ def _dataset_batches(ds: torch.utils.data.Dataset, backbone: Backbone, batch_siz
         def make(a, b):
             return torch.stack([torch.as_tensor(_first(ds[i]), dtype=torch.float32) for i in range(a, b)])
         return Batches(len(ds), batch_size, make)
-    return Batches(len(ds), batch_size, lambda a, b: _stack_items([ds[i] for i in range(a, b)], pp))
+    return Batches(len(ds), batch_size, lambda a, b: _stack_items([ds[i] for i in range(a, b)], pp, skip))
 
 
 def _first(item):
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
-def make_batches(X: Any, backbone: Backbone, batch_size: int) -> Batches:
-    """Wrap X as ready-to-run batches for ``backbone`` (validates X on the way)."""
+def make_batches(X: Any, backbone: Backbone, batch_size: int, on_error: str = "raise") -> Batches:
+    """Wrap X as ready-to-run batches for ``backbone`` (validates X on the way).
+
+    ``on_error="skip"``: an image file that does not decode becomes an all-NaN
+    placeholder row instead of an :class:`ImageReadError` (see the module docstring).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    skip = on_error == "skip"
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     if isinstance(X, np.ndarray) and X.dtype != object:
@@ -434,11 +457,11 @@ def make_batches(X: Any, backbone: Backbone, batch_size: int) -> Batches:
     if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, (list, tuple)):
         if n_samples(X) == 0:
             raise ValueError("X is empty: no samples to score")
-        return _dataset_batches(X, backbone, batch_size)
+        return _dataset_batches(X, backbone, batch_size, skip)
     if isinstance(X, (list, tuple, np.ndarray)):
         if len(X) == 0:
             raise ValueError("X is empty: no samples to score")
-        return _list_batches(list(X) if not isinstance(X, list) else X, backbone, batch_size)
+        return _list_batches(list(X) if not isinstance(X, list) else X, backbone, batch_size, skip)
     raise TypeError(
         "X must be an image array, a list of image paths or arrays, a list of strings "
         f"(text backbones) or a torch Dataset; got {type(X).__name__}"
@@ -448,3 +471,16 @@ def make_batches(X: Any, backbone: Backbone, batch_size: int) -> Batches:
 def decodes_files(X: Any) -> bool:
     """Whether reading X costs real decoding work (files, datasets), not just slicing."""
     return not (isinstance(X, np.ndarray) and X.dtype != object)
+
+
+def read_error(X: Any, row: int) -> ImageReadError:
+    """The error of row ``row`` of X, marked unreadable while scoring: read it again to say why."""
+    item = X[int(row)]
+    item = item[0] if isinstance(item, (tuple, list)) and item and not isinstance(item[0], (int, float)) else item
+    if isinstance(item, (str, os.PathLike)):
+        try:
+            _read_image(os.fspath(item))
+        except ImageReadError as exc:
+            return exc
+        return ImageReadError(os.fspath(item), "could not be read when it was scored (a cached result)")
+    return ImageReadError(f"<row {int(row)}>", "could not be read")

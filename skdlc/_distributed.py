@@ -136,7 +136,7 @@ class _FeatureActor:
     """A Ray actor: the engine's own code, backbone loaded once, each ratio masked once."""
 
     def __init__(self, refs: list, run: Sequence[float], masking: str, batch_size: int,
-                 threads: int, use_gpu: bool):
+                 threads: int, use_gpu: bool, on_error: str = "raise"):
         import ray
         import torch
 
@@ -147,8 +147,9 @@ class _FeatureActor:
         backbone, X = ray.get(refs[0]), ray.get(refs[1])
         device = torch.device("cuda" if use_gpu else "cpu")
         self.engine = TorchEngine(backbone, masking=masking, device=device, retain=True)
+        self.engine.mark_unreadable = on_error == "skip"
         self.run = [float(r) for r in run]
-        self.batches = make_batches(X, backbone, batch_size)
+        self.batches = make_batches(X, backbone, batch_size, on_error=on_error)
 
     def __call__(self, batch: dict) -> dict:
         rows, feats = [], []
@@ -213,6 +214,7 @@ class RayFeatures:
                 "batch_size": job.batch_size,
                 "threads": job.threads_per_actor,
                 "use_gpu": use_gpu,
+                "on_error": job.on_error,
             },
             **actor_opts,
         )
@@ -249,10 +251,11 @@ class RaySource:
 
     def __init__(self, backbone, X, *, masking: str, batch_size: int,
                  address: str | None = None, num_gpus: float | None = None, verbose: bool = False,
-                 order: np.ndarray | None = None):
+                 order: np.ndarray | None = None, on_error: str = "raise"):
         from ._data import n_samples
 
         self.order = order  # input row of each batch row (text grouped by length)
+        self.on_error = on_error
         self.ray = ray = _connect(address, bool(verbose))
         self.masking = masking
         self.n = n_samples(X)

@@ -46,6 +46,10 @@ __all__ = [
     "class_index",
     "own_class",
     "calibrate",
+    "ReuseSource",
+    "UnreadableRows",
+    "EmptyClasses",
+    "unreadable",
 ]
 
 # --------------------------------------------------------------------------- protocols
@@ -90,6 +94,7 @@ class Plan:
     temperature: float = 0.1
     embedding: bool = False
     auto: AutoPath | None = None
+    skip_unreadable: bool = False  # rows marked unreadable (see unreadable()) leave the fit
 
     def __post_init__(self):
         if (self.ratios is None) == (self.auto is None):
@@ -128,31 +133,86 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- piece functions
-# Applied by the sources where the features are (in this process, or in a Ray task).
-def _check(feats: np.ndarray, rows, ratio: float) -> None:
-    if not np.isfinite(feats).all():
-        bad = np.flatnonzero(~np.isfinite(np.asarray(feats)).all(axis=1))
-        first = bad[:5] + rows.start if isinstance(rows, slice) else np.asarray(rows)[bad[:5]]
+class UnreadableRows(ValueError):
+    """Rows whose input could not be read (their features carry the unreadable mark)."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        super().__init__(f"{self.rows.size} sample(s) could not be read (rows {self.rows[:5].tolist()})")
+
+
+class EmptyClasses(ValueError):
+    """Classes left without a readable sample (``classes``: their column indices)."""
+
+    def __init__(self, classes):
+        self.classes = [int(k) for k in classes]
+        super().__init__(f"class(es) {self.classes} have no readable sample left")
+
+
+def unreadable(feats: np.ndarray) -> np.ndarray:
+    """Rows carrying the engine's mark of an unreadable input (every feature +inf)."""
+    return np.isposinf(feats).all(axis=1)
+
+
+def _input_rows(rows, idx: np.ndarray) -> np.ndarray:
+    return idx + rows.start if isinstance(rows, slice) else np.asarray(rows)[idx]
+
+
+def _check(feats: np.ndarray, rows, ratio: float, skip: bool = False) -> np.ndarray | None:
+    """None when every row is finite; else the mask of rows marked unreadable (with ``skip``).
+
+    Rows marked unreadable (an image that did not decode, with ``on_error="skip"``)
+    are returned so that the caller leaves them out; without ``skip`` they are an
+    :class:`UnreadableRows` error. Any other non-finite row is the backbone's.
+    """
+    if np.isfinite(feats).all():
+        return None
+    feats = np.asarray(feats)
+    marked = unreadable(feats)
+    if marked.any() and not skip:
+        raise UnreadableRows(_input_rows(rows, np.flatnonzero(marked)))
+    bad = np.flatnonzero(~marked & ~np.isfinite(feats).all(axis=1))
+    if bad.size:
+        first = _input_rows(rows, bad[:5])
         raise ValueError(
             f"the backbone returned NaN or infinite features at mask ratio {ratio:g} for "
             f"{bad.size} sample(s) (rows {first.tolist()}); check the input and the model "
             "(e.g. a layer that divides by a masked weight's norm)"
         )
+    return marked
 
 
-def _piece_sums(rows, feats, ratio, y_idx, n_classes):
-    _check(feats, rows, ratio)
-    return class_sums(feats, y_idx[rows], n_classes)
+def _piece_sums(rows, feats, ratio, y_idx, n_classes, skip=False):
+    marked = _check(feats, rows, ratio, skip)
+    y = y_idx[rows]
+    if marked is not None:
+        feats, y = np.asarray(feats)[~marked], y[~marked]
+    return class_sums(feats, y, n_classes), np.bincount(y, minlength=n_classes)
 
 
-def _piece_losses(rows, feats, ratio, protos, logits, temperature):
-    _check(feats, rows, ratio)
-    return per_class_losses(np.asarray(feats), protos, logits, temperature)
+def _piece_losses(rows, feats, ratio, protos, logits, temperature, skip=False):
+    marked = _check(feats, rows, ratio, skip)
+    if marked is None:
+        return per_class_losses(np.asarray(feats), protos, logits, temperature)
+    out = np.full((len(feats), len(protos)), np.nan)
+    if (~marked).any():
+        out[~marked] = per_class_losses(np.asarray(feats)[~marked], protos, logits, temperature)
+    return out
 
 
-def _piece_features(rows, feats, ratio):
-    _check(feats, rows, ratio)
+def _piece_raw(rows, feats, ratio, skip=False):
+    """The features as they are (unreadable marks kept, for reuse by the path)."""
+    _check(feats, rows, ratio, skip)
     return np.asarray(feats, dtype=np.float32)
+
+
+def _piece_features(rows, feats, ratio, skip=False):
+    marked = _check(feats, rows, ratio, skip)
+    out = np.asarray(feats, dtype=np.float32)
+    if marked is not None:
+        out = out.copy()
+        out[marked] = np.nan
+    return out
 
 
 def _gather(variant: Variant, n: int, fn, *args) -> np.ndarray:
@@ -164,11 +224,13 @@ def _gather(variant: Variant, n: int, fn, *args) -> np.ndarray:
     return out
 
 
-def _prototypes_of(variant: Variant, y_idx: np.ndarray, n_classes: int) -> np.ndarray:
-    sums = None
-    for _, s in variant.map(_piece_sums, variant.ratio, y_idx, n_classes):
-        sums = s if sums is None else sums + s
-    return means_from_sums(sums, np.bincount(y_idx, minlength=n_classes).astype(np.float64))
+def _prototypes_of(variant: Variant, y_idx: np.ndarray, n_classes: int, skip: bool = False) -> np.ndarray:
+    sums = counts = None
+    for _, (s, c) in variant.map(_piece_sums, variant.ratio, y_idx, n_classes, skip):
+        sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+    if (counts == 0).any():
+        raise EmptyClasses(np.flatnonzero(counts == 0))
+    return means_from_sums(sums, counts.astype(np.float64))
 
 
 # --------------------------------------------------------------------------- in memory
@@ -233,6 +295,48 @@ class ArraySource:
             yield ArrayVariant(float(r), self.features[float(r)])
 
 
+@dataclass
+class _JoinedVariant:
+    """One ratio's features held in two parts: rows already known, the rest from a source."""
+
+    ratio: float
+    parts: tuple
+
+    def map(self, fn, *args):
+        for part in self.parts:
+            yield from part.map(fn, *args)
+
+
+@dataclass
+class ReuseSource:
+    """Features of some rows known already (the calibration's probe sample), the rest from ``rest``.
+
+    ``known[r]`` holds the features of rows ``known_rows`` at ratio ``r``; ``rest``
+    (a source over the other rows, mapping them back to input rows with its
+    ``order``) runs only those. A run may ask only for ratios in ``known``: the
+    calibrated path is chosen among the probed ratios, so none is computed twice.
+    """
+
+    n: int
+    known_rows: np.ndarray
+    known: dict
+    rest: Any = None
+
+    @property
+    def n_forward_batches(self) -> int:
+        return 0 if self.rest is None else self.rest.n_forward_batches
+
+    def variants(self, run, desc):
+        run = [float(r) for r in run]
+        missing = [r for r in run if r not in self.known]
+        if missing:
+            raise ValueError(f"ratios {missing} were not probed; the probe features cannot serve them")
+        rest = iter(()) if self.rest is None else self.rest.variants(run, desc)
+        for r in run:
+            own = ArrayVariant(r, self.known[r], self.known_rows)
+            yield _JoinedVariant(r, (own,) if self.rest is None else (own, next(rest)))
+
+
 # --------------------------------------------------------------------------- the path
 @dataclass
 class _Path:
@@ -247,20 +351,24 @@ class _Path:
     loss_sum: np.ndarray | None = None
     protos: dict = field(default_factory=dict)
 
+    own_by_ratio: dict = field(default_factory=dict)
+
     def add(self, v: Variant, *, on_path: bool, want_embedding: bool) -> None:
+        skip = self.plan.skip_unreadable
         first_full = v.ratio == 0.0 and self.unmasked is None
         means = None
         if first_full or (on_path and self.plan.prototypes == "masked"):
-            means = _prototypes_of(v, self.y_idx, self.n_classes)
+            means = _prototypes_of(v, self.y_idx, self.n_classes, skip)
         if first_full:
             self.unmasked = means
             if want_embedding and self.plan.embedding:
-                self.embedding = _gather(v, self.n, _piece_features)
+                self.embedding = _gather(v, self.n, _piece_features, skip)
         if not on_path:
             return
         protos = self.unmasked if self.plan.prototypes == "unmasked" else means
         self.protos[v.ratio] = protos
-        loss = _gather(v, self.n, _piece_losses, protos, self.plan.logits, self.plan.temperature)
+        loss = _gather(v, self.n, _piece_losses, protos, self.plan.logits, self.plan.temperature, skip)
+        self.own_by_ratio[v.ratio] = loss[np.arange(self.n), self.y_idx]
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
 
     def own_class(self) -> np.ndarray:
@@ -272,6 +380,9 @@ class _Path:
         else:
             protos = np.stack([self.protos[r] for r in ratios])
         losses = self.loss_sum / len(ratios) if want_losses else None
+        if calibration is not None and hasattr(calibration, "with_path_stats") and self.own_by_ratio:
+            calibration = calibration.with_path_stats([self.own_by_ratio[r] for r in sorted(self.own_by_ratio)],
+                                                      n_rows=self.n)
         return FitResult(tuple(ratios), protos, losses, self.embedding, calibration)
 
 
@@ -304,7 +415,8 @@ def _fit_auto(plan: Plan, source: FeatureSource, y_idx, n_classes, desc) -> FitR
         used.append(float(r))
         current = path.own_class()
         if previous is not None and len(used) >= plan.auto.min_ratios:
-            rho = spearmanr(previous, current).statistic
+            ok = np.isfinite(current)  # rows left out as unreadable are NaN
+            rho = spearmanr(previous[ok], current[ok]).statistic
             if np.isfinite(rho) and rho >= plan.auto.tol:
                 break
         previous = current
@@ -316,20 +428,23 @@ def transform(plan: Plan, source: FeatureSource, ratios: Sequence[float], protot
     """(per-class losses averaged over ``ratios``, the unmasked embedding or None)."""
     ratios = [float(r) for r in ratios]
     losses, emb = None, None
+    skip = plan.skip_unreadable
     for v in source.variants(plan.transform_run(ratios), desc):
         if plan.embedding and v.ratio == 0.0 and emb is None:
-            emb = _gather(v, source.n, _piece_features)
+            emb = _gather(v, source.n, _piece_features, skip)
         if v.ratio in ratios:
             p = prototypes[ratios.index(v.ratio)]
-            loss = _gather(v, source.n, _piece_losses, p, plan.logits, plan.temperature)
+            loss = _gather(v, source.n, _piece_losses, p, plan.logits, plan.temperature, skip)
             losses = loss if losses is None else losses + loss
     return losses / len(ratios), emb
 
 
-def embed(source: FeatureSource, *, desc: str = "DLC embedding") -> np.ndarray:
-    """The full (unmasked) model's features of every row, (N, D) float32, in input order."""
+def embed(source: FeatureSource, *, desc: str = "DLC embedding", skip: bool = False) -> np.ndarray:
+    """The full (unmasked) model's features of every row, (N, D) float32, in input order.
+
+    With ``skip``, rows whose input could not be read are NaN."""
     for v in source.variants([0.0], desc):
-        return _gather(v, source.n, _piece_features)
+        return _gather(v, source.n, _piece_features, skip)
     raise RuntimeError("the source yielded no variant")  # pragma: no cover
 
 
@@ -374,16 +489,24 @@ def length_order(X, backbone) -> np.ndarray | None:
 
 # --------------------------------------------------------------------------- calibrated path
 def calibrate(source: FeatureSource, probe_ratios: Iterable[float], y_idx_sample: np.ndarray,
-              n_ratios: int, random_state=None):
+              n_ratios: int, random_state=None, *, skip: bool = False):
     """Probe the masked models on a sample of rows (``source`` covers only those) and
-    choose the path: :func:`skdlc._calibration.calibrate` on the probes' features."""
+    choose the path: :func:`skdlc._calibration.calibrate` on the probes' features.
+
+    Returns ``(calibration, features)``: the probes' features by ratio, which the path
+    then reuses for the sample's rows. Rows marked unreadable (``skip``) are left out
+    of the calibration (their marks are kept in the features).
+    """
     from . import _calibration
 
     probe_ratios = [float(r) for r in probe_ratios]
-    feats = {v.ratio: _gather(v, source.n, _piece_features)
+    feats = {v.ratio: _gather(v, source.n, _piece_raw, skip)
              for v in source.variants(probe_ratios, "DLC calibration")}
-    return _calibration.calibrate(feats, np.asarray(y_idx_sample), n_ratios=n_ratios,
-                                  random_state=random_state)
+    y = np.asarray(y_idx_sample)
+    ok = ~unreadable(feats[0.0]) if skip else slice(None)
+    cal = _calibration.calibrate({r: f[ok] for r, f in feats.items()}, y[ok], n_ratios=n_ratios,
+                                 random_state=random_state)
+    return cal, feats
 
 
 #: Public name (``skdlc.own_class_scores``).

@@ -103,6 +103,9 @@ class LoopEngine:
         self.retain = retain
         self._kept: dict[float, object] = {}
         self.n_forward_batches = 0  # forward passes run, for tests and benchmarks
+        # Batches made with on_error="skip" hold an all-NaN row for an image that did not
+        # decode: run a blank instead, and mark that row's features unreadable (all +inf).
+        self.mark_unreadable = False
 
     # ------------------------------------------------------------------ what an engine implements
     def _prepare(self, ratio: float):
@@ -146,6 +149,27 @@ class LoopEngine:
     def _forward(self, prepared, x) -> np.ndarray:
         self.n_forward_batches += 1
         return self._run(prepared, x)
+
+    def _unmarked(self, x):
+        """(batch to run, rows to mark unreadable or None): see ``mark_unreadable``."""
+        if not (self.mark_unreadable and isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim > 1):
+            return x, None
+        flat = x.reshape(len(x), -1)
+        bad = torch.isnan(flat[:, 0])  # a placeholder is NaN everywhere: one pixel tells
+        if bad.any():
+            bad &= torch.isnan(flat).all(1)
+        if not bad.any():
+            return x, None
+        x = x.clone()
+        x[bad] = 0.0
+        return x, bad.numpy()
+
+    @staticmethod
+    def _marked(f: np.ndarray, bad) -> np.ndarray:
+        if bad is not None:
+            f = np.array(f, dtype=np.float32, copy=True)
+            f[bad] = np.inf
+        return f
 
     def _loader(self, batches: Batches):
         workers = self.num_workers if len(batches) > 1 else 0
@@ -192,8 +216,9 @@ class LoopEngine:
     def batch_features(self, x, ratios: Sequence[float]) -> list[np.ndarray]:
         """One ready batch through the variant of every ratio (prepared once when ``retain``)."""
         with self._running(None):
+            x, bad = self._unmarked(x)
             x = self._input(x)
-            return [self._forward(self._prepared(float(r)), x) for r in ratios]
+            return [self._marked(self._forward(self._prepared(float(r)), x), bad) for r in ratios]
 
     def _variant_major(self, batches, ratios, desc):
         with self._bar(len(batches) * len(ratios), desc) as bar:
@@ -202,7 +227,8 @@ class LoopEngine:
                 feats = None
                 with self._one_variant(r) as prepared:
                     for j, x in enumerate(self._loader(batches)):
-                        f = self._forward(prepared, self._input(x))
+                        x, bad = self._unmarked(x)
+                        f = self._marked(self._forward(prepared, self._input(x)), bad)
                         if feats is None:
                             feats = np.empty((batches.n, f.shape[1]), dtype=np.float32)
                         start = j * batches.batch_size
@@ -215,10 +241,11 @@ class LoopEngine:
             prepared = [self._prepared(r) for r in ratios]
             feats: list[np.ndarray | None] = [None] * len(ratios)
             for j, x in enumerate(self._loader(batches)):
+                x, bad = self._unmarked(x)
                 x = self._input(x)
                 start = j * batches.batch_size
                 for i, p in enumerate(prepared):
-                    f = self._forward(p, x)
+                    f = self._marked(self._forward(p, x), bad)
                     if feats[i] is None:
                         feats[i] = np.empty((batches.n, f.shape[1]), dtype=np.float32)
                     feats[i][start : start + len(f)] = f

@@ -11,21 +11,21 @@ Data flow, one function per arrow, one module per idea: records (``._jsonl``) ->
 span (``._encoding.encode_examples``) -> per-ratio response losses
 (``._response_loss.response_losses``, the model masked in place and restored
 bit-exactly) -> scores (:class:`InstructionScorer`, here, with its loss cache) -> kept
-indices (:func:`select_instructions`, here: FlexRand over the whole set or per
-category).
+indices (:func:`select_instructions` in ``._instruction_select``: at random without the
+likely broken pairs of ``._broken_pairs`` by default, FlexRand or an ablation, over the
+whole set or per category).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -40,11 +40,12 @@ from ._ratios import resolve_mask_ratios
 
 # ``response_losses`` is looked up here at call time, so a test can patch it on this module.
 from ._response_loss import response_losses
-from ._selection import STRATEGIES, n_to_keep, select, select_per_group
+from ._broken_pairs import estimate_broken_share
+from ._instruction_select import select_instructions
 
-# The estimator and the selection live here; the names re-exported below (prompts,
-# encoding, losses, JSONL records) live in ._prompts, ._encoding, ._response_loss and
-# ._jsonl.
+# The estimator lives here; the names re-exported below (prompts, encoding, losses,
+# JSONL records, the selection) live in ._prompts, ._encoding, ._response_loss, ._jsonl,
+# ._instruction_select and ._broken_pairs.
 __all__ = [
     "InstructionScorer",
     "RecordError",
@@ -57,6 +58,7 @@ __all__ = [
     "encode_examples",
     "response_losses",
     "select_instructions",
+    "estimate_broken_share",
 ]
 
 
@@ -351,11 +353,36 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
             Column ``t`` is the loss at ratio ``mask_ratios_[t]``.
         """
         check_is_fitted(self, "model_")
-        triples = self._triples(X)
+        return self._losses(self._triples(X), list(self.mask_ratios_), record=True)
+
+    def response_only_losses(self, X: Any) -> np.ndarray:
+        """Each response's loss without its instruction: the unmasked model, same template.
+
+        The record's output in the same template with an empty instruction and input
+        (for ``template="alpaca"``: the Alpaca prompt with nothing in it). Compared with
+        the loss given the instruction, it says how much the instruction helps to
+        predict the response: a response written for another prompt, cut short or in
+        another format gains little or nothing (``score_samples / response_only_losses``
+        is the instruction-following difficulty of Li et al., 2024, the signal that
+        :func:`~skdlc.estimate_broken_share` uses by default in ``skdlc
+        prune-instructions``). Responses are short, so this pass costs a fraction of one
+        ratio of :meth:`path_losses`. Cached with ``memory=`` like the path.
+
+        Returns
+        -------
+        losses : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self, "model_")
+        triples = [("", "", out) for _, _, out in self._triples(X)]
+        return self._losses(triples, [0.0], record=False)[:, 0]
+
+    def _losses(self, triples: list[tuple[str, str, str]], ratios: list[float], *,
+                record: bool) -> np.ndarray:
+        """Per-ratio response losses of ``triples``, through the ``memory=`` cache."""
         enc = encode_examples(triples, self.tokenizer_, self.template, self.max_length)
-        self.n_truncated_ = enc.n_truncated
-        self.n_tokens_ = int(enc.lengths.sum())
-        ratios = list(self.mask_ratios_)
+        if record:
+            self.n_truncated_ = enc.n_truncated
+            self.n_tokens_ = int(enc.lengths.sum())
 
         def compute(rs: Sequence[float]) -> np.ndarray:
             return response_losses(
@@ -408,72 +435,3 @@ class InstructionScorer(TransformerMixin, BaseEstimator):
         if "model_" in state:
             named = lm_target_parameters(self.model_, mask_embeddings=self.mask_embeddings)
             self._targets = ParameterView(named)
-
-
-# --------------------------------------------------------------------------- selection
-def select_instructions(
-    scores: Sequence[float],
-    keep: float | int,
-    *,
-    gamma: float = 0.5,
-    strategy: str = "flexrand",
-    groups: Sequence | None = None,
-    random_state: Any = None,
-) -> np.ndarray:
-    """Indices of the examples to keep, by FlexRand (or another strategy) on scores.
-
-    Parameters
-    ----------
-    scores : array-like of shape (n_samples,)
-        Hardness scores, e.g. from :class:`InstructionScorer`.
-    keep : float in (0, 1] or int >= 1
-        Fraction to keep (of each group, at least one per group), or a number of
-        examples (only without ``groups``).
-    gamma : float, default=0.5
-        Easy/hard split quantile of FlexRand.
-    strategy : {"flexrand", "random", "easy", "hard", "flexible", "bins"}
-    groups : array-like of shape (n_samples,) or None
-        E.g. a task/category column: each group is pruned on its own, as classes are
-        for labelled data. ``None``: the whole set is one group.
-    random_state : int, RandomState or None
-
-    Returns
-    -------
-    indices : ndarray of int, sorted ascending.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skdlc import select_instructions
-    >>> scores = np.array([0.5, 2.0, 1.0, 3.0, 0.1, 1.5])
-    >>> select_instructions(scores, 0.5, strategy="easy")
-    array([0, 2, 4])
-    >>> select_instructions(scores, 2, strategy="hard")
-    array([1, 3])
-    >>> select_instructions(scores, 0.5, strategy="easy", groups=list("aaabbb"))
-    array([0, 2, 4, 5])
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be 1-d, got shape {scores.shape}")
-    n = scores.size
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    is_count = isinstance(keep, Integral) and not isinstance(keep, bool)
-    if is_count:
-        if not 1 <= keep <= n:
-            raise ValueError(f"keep as a count must be in [1, {n}], got {keep}")
-        if groups is not None:
-            raise ValueError("keep must be a fraction when groups are given")
-    elif not (isinstance(keep, Real) and 0.0 < float(keep) <= 1.0):
-        raise ValueError(f"keep must be a fraction in (0, 1] or a count >= 1, got {keep!r}")
-    rs = check_random_state(random_state)
-    seed = int(rs.randint(np.iinfo(np.int32).max))
-    if groups is None:
-        m = int(keep) if is_count else n_to_keep(n, float(keep))
-        return select(scores, m, strategy, gamma, np.random.default_rng(seed))
-    groups = np.asarray(groups, dtype=object)
-    if groups.shape != (n,):
-        raise ValueError(f"groups must have one entry per score ({n}), got {groups.shape}")
-    labels, codes = np.unique(groups.astype(str), return_inverse=True)
-    return select_per_group(scores, codes, labels.size, float(keep), strategy, gamma, seed)[0]

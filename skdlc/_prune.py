@@ -85,6 +85,9 @@ class PruneResult:
     label_summary: Any = None
     duplicates: Any = None
     n_dropped_duplicates: int = 0
+    #: rows of X left out because their image did not decode (scorer ``on_error="skip"``);
+    #: every other array holds the remaining rows, in order
+    unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     @property
     def selection(self) -> dict | None:
@@ -319,6 +322,13 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
     Xt = scorer.fit_transform(X, y)
     t_score = time.perf_counter() - t0
     labels = np.asarray(y).ravel()
+    unreadable = np.asarray(getattr(scorer, "unreadable_", ()), dtype=np.intp)
+    if unreadable.size:  # scorer on_error="skip": rows whose image did not decode leave the run
+        ok = np.ones(len(labels), dtype=bool)
+        ok[unreadable] = False
+        Xt, labels = Xt[ok], labels[ok]
+        X = [X[i] for i in np.flatnonzero(ok)] if isinstance(X, (list, tuple)) else (
+            X[ok] if hasattr(X, "shape") else X)  # what find_issues hashes, row for row
     classes = scorer.classes_
     codes = class_index(classes, labels)
     _, losses = split_columns(Xt, len(classes))
@@ -353,7 +363,7 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
     return PruneResult(
         kept_indices=kept_idx, kept=kept, scores=scores, losses=np.asarray(losses), labels=labels,
         classes=classes, scorer=scorer, sampler=sampler, keep_ratio=float(keep_ratio),
-        random_state=random_state, notes=notes,
+        random_state=random_state, notes=notes, unreadable=unreadable,
         timings={"scoring": t_score, **({"issues": found["seconds"]} if found else {}),
                  "selection": t_sel, "total": time.perf_counter() - t0},
         label_issues=found.get("label_issues") if issues else None,

@@ -13,10 +13,62 @@ from sklearn.utils.validation import validate_data
 from ._layout import own_class, split_columns
 from ._selection import SAMPLER_STRATEGIES, herd_per_group, pca_projection, select_per_group
 
-__all__ = ["FlexRandSampler"]
+__all__ = ["FlexRandSampler", "SelectingSampler"]
 
 
-class FlexRandSampler(BaseSampler):
+class SelectingSampler(BaseSampler):
+    """Base of skdlc's samplers: ``_select(X, y)`` picks the rows; the rest is shared.
+
+    ``fit`` selects without copying the kept rows (``sample_indices_`` names them);
+    ``fit_resample`` also returns them. Every class is pruned (imbalanced-learn's
+    "clean-sampling" kind), by ``keep_ratio`` rather than a ``sampling_strategy``.
+    """
+
+    # Removes samples without a per-class target dict: imbalanced-learn's
+    # "clean-sampling" kind (under-sampling would require a sampling_strategy dict).
+    _sampling_type = "clean-sampling"
+
+    @property
+    def sampling_strategy(self):
+        # BaseSampler validates this before `_fit_resample`; not a parameter here: the
+        # per-class counts come from `keep_ratio`, and every class is pruned.
+        return "all"
+
+    def fit(self, X, y):
+        """Select the rows to keep; see ``fit_resample``.
+
+        Unlike ``fit_resample``, no copy of the kept rows is made (``sample_indices_``
+        says which they are): what a large data set needs.
+
+        Parameters
+        ----------
+        X : {array-like, dataframe, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+            The fitted sampler.
+        """
+        self._validate_params()
+        X, y, _ = self._check_X_y(X, y)
+        self._select(X, y)
+        return self
+
+    def _fit_resample(self, X, y):
+        idx = self._select(X, y)
+        return _safe_indexing(X, idx), _safe_indexing(y, idx)
+
+    def _select(self, X, y) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.sampler_tags.sample_indices = True
+        return tags
+
+
+class FlexRandSampler(SelectingSampler):
     """Keep a per-class fraction of the samples, chosen from their hardness scores.
 
     The sampler reads one hardness score per row from ``X`` (higher is harder), then,
@@ -163,10 +215,6 @@ class FlexRandSampler(BaseSampler):
     (4, 5)
     """
 
-    # Removes samples without a per-class target dict: imbalanced-learn's
-    # "clean-sampling" kind (under-sampling would require a sampling_strategy dict).
-    _sampling_type = "clean-sampling"
-
     _parameter_constraints: dict = {
         "keep_ratio": [Interval(Real, 0, 1, closed="right")],
         "gamma": [Interval(Real, 0, 1, closed="neither"), StrOptions({"auto"})],
@@ -187,35 +235,6 @@ class FlexRandSampler(BaseSampler):
         self.drop_hardest = drop_hardest
         self.random_state = random_state
 
-    @property
-    def sampling_strategy(self):
-        # BaseSampler validates this before `_fit_resample`; not a parameter here: the
-        # per-class counts come from `keep_ratio`, and every class is pruned.
-        return "all"
-
-    def fit(self, X, y):
-        """Select the rows to keep; see ``fit_resample``.
-
-        Unlike ``fit_resample``, no copy of the kept rows is made (``sample_indices_``
-        says which they are): what a large data set needs.
-
-        Parameters
-        ----------
-        X : {array-like, dataframe, sparse matrix} of shape (n_samples, n_features)
-            Scores, or features ending with one score column per class.
-
-        y : array-like of shape (n_samples,)
-            Class labels.
-
-        Returns
-        -------
-        self : object
-            The fitted sampler.
-        """
-        self._validate_params()
-        X, y, _ = self._check_X_y(X, y)
-        self._select(X, y)
-        return self
 
     def _check_X_y(self, X, y, accept_sparse=None):
         # Like BaseSampler's, but non-finite values are allowed here: only the score
@@ -243,9 +262,6 @@ class FlexRandSampler(BaseSampler):
             )
         return scores, emb
 
-    def _fit_resample(self, X, y):
-        idx = self._select(X, y)
-        return _safe_indexing(X, idx), _safe_indexing(y, idx)
 
     def _select(self, X, y):
         classes, y_codes = np.unique(y, return_inverse=True)
@@ -283,6 +299,5 @@ class FlexRandSampler(BaseSampler):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.sampler_tags.sample_indices = True
         tags.input_tags.allow_nan = True  # outside the score entries, which are checked
         return tags

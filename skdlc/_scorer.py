@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -23,7 +24,7 @@ from torch import nn
 from . import _cache, _chunks, _driver
 from ._backbones import create_backbone
 from ._backbones._base import Backbone
-from ._data import check_finite, decodes_files, make_batches, n_samples
+from ._data import check_finite, decodes_files, make_batches, n_samples, read_error
 from ._distributed import RayBackend
 from ._engine import TorchEngine, default_num_workers, resolve_device
 from ._engine_settings import OnnxSettings, TorchSettings
@@ -34,7 +35,7 @@ from ._validation import check_class_labels
 
 __all__ = ["DLCScorer"]
 
-_CACHE_VERSION = "dlc-1"  # bump when scoring changes, so old cache entries are never read
+_CACHE_VERSION = "dlc-2"  # bump when scoring changes, so old cache entries are never read
 
 
 def _call(tag: str, key: str, compute):  # the function joblib caches; only tag/key hashed
@@ -65,10 +66,12 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         unmasked prototypes or the embedding need it). ``"auto"``: grow the path in
         random grid order until the Spearman correlation between successive score
         estimates reaches ``auto_tol`` (at most ``max_ratios``). ``"calibrated"``: probe
-        the masked models on a stratified sample of a few hundred rows (one pass of the
-        sample per probe ratio), find where they fall to chance, and place ``n_ratios``
-        ratios inside that range (see ``calibration_``): the default, the path
-        measured in docs/defaults.md, and no pass is spent on a collapsed model.
+        the masked models on a stratified sample of a quarter of the rows (100 to 300;
+        one pass of the sample per probe ratio), find where they fall to chance, and
+        place ``n_ratios`` of the probed ratios inside that range (see
+        ``calibration_``): the default, the path measured in docs/defaults.md, and no
+        pass is spent on a collapsed model. The sample depends on the labels only (not
+        on ``random_state``), and the path reuses the probes' features for its rows.
         ``"cumulative"``: the official code's schedule, sparsity 1 - 0.98^k (with
         ``masking="global"``).
     masking : {"layer", "global"}, default="layer"
@@ -124,8 +127,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         The CPU and ONNX Runtime always compute in float32.
     memory : str, path or joblib.Memory, default=None
         Cache for scores. Keys are content fingerprints of the backbone weights, the
-        data and the parameters, so a second run, or every candidate of a grid search
-        over the sampler, reads the cache instead of scoring again. With a cache
+        data (image files by a hash of their bytes, not their names or timestamps) and
+        the parameters, so a second run, or every candidate of a grid search over the
+        sampler, reads the cache instead of scoring again. What is read back is
+        verified against a checksum; a damaged entry is computed again (one line). With a cache
         folder, the local backend also stores each chunk's features there
         (``<memory>/joblib/skdlc_chunks``) and streams them back memory-mapped: memory
         stays flat as N grows, and a killed run resumes, computing only the missing
@@ -147,9 +152,16 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     num_gpus : float or None, default=None
         GPUs per Ray actor; None: 1 when the cluster has GPUs, else 0 (one CPU actor
         per CPU).
+    on_error : {"raise", "skip"}, default="raise"
+        An image file that does not decode while scoring: raise
+        :class:`~skdlc.datasets.ImageReadError` naming it, or ``"skip"``: leave the sample out
+        of the fit (prototypes, calibration) and give it NaN in every column of the
+        output (``unreadable_`` lists those rows). Files are decoded once, in the
+        scoring pass itself; no pass is spent checking them first.
     random_state : int, RandomState instance or None, default=None
         Draws the ratios when ``mask_ratios`` is an int or "auto". Masking itself is
-        deterministic.
+        deterministic, and so is the calibrated path: it depends on the data, not on
+        ``random_state``.
     verbose : bool, default=True
         Progress bars over variants x batches.
 
@@ -174,8 +186,14 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         input order), so the two stay close.
     calibration_ : Calibration or None
         With ``mask_ratios="calibrated"``: the ratios probed, the nearest-class-mean
-        accuracy of each on the sample, chance level and the chosen path
-        (``calibration_.to_dict()`` is JSON-ready). None otherwise.
+        accuracy of each on the sample, chance level, the chosen path, and ``passes``:
+        the image forwards of the probes and the path, and how many of the path's
+        passes moved the ranking (``calibration_.to_dict()`` is JSON-ready). None
+        otherwise.
+    unreadable_ : ndarray of int
+        Rows of the fitted X left out as unreadable (``on_error="skip"``; known when
+        ``fit_transform`` computed their losses); empty otherwise. ``transform`` gives
+        such rows NaN and leaves the estimator as it is.
 
     Examples
     --------
@@ -220,6 +238,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         "backend": [StrOptions({"local", "ray"}), RayBackend],
         "ray_address": [None, str],
         "num_gpus": [Interval(Real, 0, None, closed="left"), None],
+        "on_error": [StrOptions({"raise", "skip"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -249,6 +268,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         backend: str = "local",
         ray_address: str | None = None,
         num_gpus: float | None = None,
+        on_error: str = "raise",
         random_state: Any = None,
         verbose: bool = True,
     ):
@@ -274,6 +294,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         self.backend = backend
         self.ray_address = ray_address
         self.num_gpus = num_gpus
+        self.on_error = on_error
         self.random_state = random_state
         self.verbose = verbose
 
@@ -311,9 +332,10 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "prototypes_")
         X = self._check_X(X, reset=False)
         data_fp = self._data_fp(X)
-        losses, emb = self._cached("transform", self._transform_key(data_fp),
-                                   lambda: self._transform(X, data_fp))
-        return self._assemble(losses, emb)
+        with self._readable(X):
+            losses, emb = self._cached("transform", self._transform_key(data_fp),
+                                       lambda: self._transform(X, data_fp))
+        return self._assemble(losses, emb)  # rows left out as unreadable are NaN
 
     def score_samples(self, X, y) -> np.ndarray:
         """DLC score of each labelled sample: the complexity against its own class.
@@ -344,7 +366,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         worker = self if fitted else copy.copy(self)
         if not fitted:
             worker.backbone_ = worker._load_backbone()
-        return _driver.embed(worker._source(X, "embed", worker._data_fp(X)))
+        with self._readable(X):
+            return _driver.embed(worker._source(X, "embed", worker._data_fp(X)), skip=self.on_error == "skip")
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "prototypes_")
@@ -475,25 +498,35 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         _note(self.verbose, "engine='auto': ONNX Runtime on the CPU (engine='torch' to use torch)")
         return engine
 
-    def _source(self, X, role: str, data_fp: str | None):
-        """Where the driver gets its features: Ray, the chunk store, or the engine itself."""
+    def _source(self, X, role: str, data_fp: "_cache.Fingerprint | None", rows: np.ndarray | None = None):
+        """Where the driver gets its features: Ray, the chunk store, or the engine itself.
+
+        ``rows``: only these rows of X (results still indexed by rows of X).
+        """
+        if rows is not None:
+            X = _take(X, rows)
+            data_fp = None if data_fp is None else data_fp.take(rows)
         order = _driver.length_order(X, self.backbone_)
         if order is not None:  # text: batches of similar lengths pad little
             X = [X[i] for i in order]
+        by_length = order is not None
+        if rows is not None:  # the source's rows map back to rows of the whole X
+            order = rows if order is None else rows[order]
         ray = self._ray_backend()
         if ray is not None:
             from ._distributed import RaySource
 
             return RaySource(self.backbone_, X, masking=self.masking, batch_size=self.batch_size,
                              address=ray.address, num_gpus=ray.num_gpus, verbose=bool(self.verbose),
-                             order=order)
-        batches = make_batches(X, self.backbone_, self.batch_size)
+                             order=order, on_error=self.on_error)
+        batches = make_batches(X, self.backbone_, self.batch_size, on_error=self.on_error)
         engine, name = self._engine(X, batches)
+        engine.mark_unreadable = self.on_error == "skip"
         store = None
         if data_fp is not None:
-            key = _chunks.feature_key(self.backbone_, data_fp, masking=self.masking,
+            key = _chunks.feature_key(self.backbone_, data_fp.key, masking=self.masking,
                                       batch_size=self.batch_size, engine=name,
-                                      role=role if order is None else f"{role}-by-length")
+                                      role=f"{role}-by-length" if by_length else role)
             store = _chunks.chunk_store(self.memory, key)
         if store is not None:
             return _chunks.ChunkedSource(engine, batches, store, chunk_size=self.chunk_size,
@@ -502,14 +535,27 @@ class DLCScorer(TransformerMixin, BaseEstimator):
 
     def _plan(self, ratios=None, auto=None) -> _driver.Plan:
         return _driver.Plan(ratios=ratios, auto=auto, prototypes=self.prototypes, logits=self.logits,
-                            temperature=float(self.temperature), embedding=bool(self.embedding))
+                            temperature=float(self.temperature), embedding=bool(self.embedding),
+                            skip_unreadable=self.on_error == "skip")
+
+    @contextlib.contextmanager
+    def _readable(self, X):
+        """Turn the driver's unreadable-row errors into errors that name the file or class."""
+        try:
+            yield
+        except _driver.UnreadableRows as exc:  # raise mode, features cached by a skip run
+            raise read_error(X, exc.rows[0]) from None
+        except _driver.EmptyClasses as exc:
+            names = [str(self.classes_[k]) for k in exc.classes] if hasattr(self, "classes_") else exc.classes
+            raise ValueError(f"no image of class(es) {names} could be read; every one was left out "
+                             "(on_error='skip'): fix the files or drop the class") from None
 
     # ------------------------------------------------------------------ cache keys
     def _random_state_key(self):
         """The random state as a cache key part; None when it cannot be one."""
         rs = self.random_state
-        if isinstance(self.mask_ratios, str) and self.mask_ratios == "cumulative":
-            return "unused"
+        if isinstance(self.mask_ratios, str) and self.mask_ratios in ("cumulative", "calibrated"):
+            return "unused"  # the calibrated path depends on the data only
         if not isinstance(self.mask_ratios, (str, Integral)):
             return "unused"  # an explicit path draws nothing
         if rs is None:
@@ -539,20 +585,34 @@ class DLCScorer(TransformerMixin, BaseEstimator):
                 "n_ratios": int(self.n_ratios),
                 "image_size": self.image_size,
                 "precision": self._execution()[1]["precision"],  # not `engine`: both engines give the same scores
+                "on_error": self.on_error,
             }
         )
 
     def _cached(self, tag: str, key: str | None, compute):
+        """``compute()``, or its result read from the cache, verified against its digest.
+
+        A cache entry that fails the check (damaged or altered on disk) is computed
+        again and stored over, with a one-line note.
+        """
         memory = _cache.check_memory(self.memory)
         if memory is None or key is None:
             return compute()
-        return memory.cache(_call, ignore=["compute"])(tag, key, compute)
+        cached = memory.cache(_call, ignore=["compute"])
+        intact, out = _cache.unseal(cached(tag, key, lambda: _cache.seal(compute())))
+        if not intact:
+            print(f"skdlc: cache: a damaged {tag} entry in {memory.location}; computing it again",
+                  file=sys.stderr)
+            stored = _cache.seal(compute())
+            cached.call(tag, key, lambda: stored)
+            out = stored[2]
+        return out
 
-    def _data_fp(self, X) -> str | None:
+    def _data_fp(self, X) -> "_cache.Fingerprint | None":
         """X's content fingerprint when a cache is set; None (with a warning) when it has none."""
         if self.memory is None:
             return None
-        fp = _cache.fingerprint_data(X)
+        fp = _cache.fingerprint_rows(X)
         if fp is None:
             warnings.warn(
                 f"cannot fingerprint X of type {type(X).__name__}; not caching its scores "
@@ -574,7 +634,7 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             return None
         return _cache.combine(
             _cache.fingerprint_module(self.backbone_.module),
-            data_fp,
+            data_fp.key,
             _cache.fingerprint_data(np.asarray(y_idx)),
             self.classes_.tolist(),
             self._params_key(rs_key),
@@ -600,7 +660,8 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             bool(self.embedding),
             self.masking,
             self._execution()[1]["precision"],
-            data_fp,
+            self.on_error,
+            data_fp.key,
         )
 
     # ------------------------------------------------------------------ fit / transform
@@ -667,7 +728,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
         data_fp = self._data_fp(X)
         key = self._fit_key(data_fp, y_idx, want_losses)
         self.n_forward_batches_ = 0
-        result = self._cached("fit", key, lambda: self._fit_compute(X, y_idx, want_losses, data_fp))
+        with self._readable(X):
+            result = self._cached("fit", key, lambda: self._fit_compute(X, y_idx, want_losses, data_fp))
+        self.unreadable_ = _nan_rows(result["losses"])
         self.mask_ratios_ = tuple(result["mask_ratios"])
         self.prototypes_ = result["prototypes"]
         self.calibration_ = result.get("calibration")
@@ -687,26 +750,38 @@ class DLCScorer(TransformerMixin, BaseEstimator):
             order = tuple(auto_ratio_order(rs)[: self.max_ratios])
             plan = self._plan(auto=_driver.AutoPath(order, float(self.auto_tol)))
         elif isinstance(self.mask_ratios, str) and self.mask_ratios == "calibrated":
-            calibration, passes = self._calibrate(X, y_idx, data_fp, rs)
+            calibration, rows, feats, passes = self._calibrate(X, y_idx, data_fp)
             plan = self._plan(ratios=calibration.ratios)
         else:
             plan = self._plan(ratios=resolve_mask_ratios(self.mask_ratios, rs))
-        source = self._source(X, "fit", data_fp)
+        if calibration is not None:  # the sample's rows are probed already: the path runs the rest
+            rest = np.setdiff1d(np.arange(len(y_idx)), rows)
+            source = _driver.ReuseSource(len(y_idx), rows, feats,
+                                         self._source(X, "fit", data_fp, rest) if rest.size else None)
+        else:
+            source = self._source(X, "fit", data_fp)
         out = _driver.fit(plan, source, y_idx, n_classes, want_losses=want_losses, calibration=calibration)
         self.n_forward_batches_ = passes + source.n_forward_batches
         return out.as_dict()
 
-    def _calibrate(self, X, y_idx, data_fp, rs):
-        """Probe the masked models on a stratified sample; the chosen path (interface 1)."""
+    def _calibrate(self, X, y_idx, data_fp):
+        """Probe the masked models on a stratified sample of the data (not of the seed).
+
+        Returns the calibration, the sample's rows, their features at every probed
+        ratio (the path reuses them) and the probes' forward batches.
+        """
         from . import _calibration
 
-        rows = np.asarray(_calibration.sample_rows(y_idx, random_state=rs))
-        part = _take(X, rows)
-        part_fp = None if data_fp is None else _cache.fingerprint_data(part)
-        source = self._source(part, "probe", part_fp)
-        cal = _driver.calibrate(source, _calibration.probe_grid(self.masking), y_idx[rows],
-                                n_ratios=int(self.n_ratios), random_state=rs)
-        return cal, source.n_forward_batches
+        n_max = _calibration.sample_size(len(y_idx)) if hasattr(_calibration, "sample_size") else 300
+        rows = np.asarray(_calibration.sample_rows(y_idx, n_max))
+        # positions in the sample, not rows of X: the features come back as (n_sample, D)
+        source = self._source(_take(X, rows), "probe", None if data_fp is None else data_fp.take(rows))
+        try:
+            cal, feats = _driver.calibrate(source, _calibration.probe_grid(self.masking), y_idx[rows],
+                                           n_ratios=int(self.n_ratios), skip=self.on_error == "skip")
+        except _driver.UnreadableRows as exc:
+            raise _driver.UnreadableRows(rows[exc.rows]) from None
+        return cal, rows, feats, source.n_forward_batches
 
     def _transform(self, X, data_fp):
         source = self._source(X, "transform", data_fp)
@@ -748,6 +823,13 @@ def _token_counts(X, backbone, batch_size: int) -> tuple[int, int]:
         run += int(ids.numel())
         data += int(mask.sum()) if mask is not None else int(ids.numel())
     return data, run
+
+
+def _nan_rows(losses) -> np.ndarray:
+    """Rows left out as unreadable: NaN in the output."""
+    if losses is None:
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.isnan(losses).any(axis=1))
 
 
 def _take(X, rows: np.ndarray):

@@ -6,15 +6,14 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from imblearn.base import BaseSampler
 from imblearn.utils import check_target_type
 from scipy import sparse
-from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import validate_data
 
 from ._layout import split_columns
-from ._sampler import FlexRandSampler
+from ._sampler import FlexRandSampler, SelectingSampler
 from ._selection_search import (
     GAMMA_STRATEGIES,
     candidate_name,
@@ -32,7 +31,7 @@ _MIN_VAL_PER_CLASS = 5
 _MIN_VAL_ROWS = 50
 
 
-class SelectionSampler(BaseSampler):
+class SelectionSampler(SelectingSampler):
     """Keep a per-class fraction of the data, choosing *how* by cross-validation on it.
 
     The default selection of skdlc (what ``skdlc prune`` and :func:`skdlc.prune` use).
@@ -127,8 +126,6 @@ class SelectionSampler(BaseSampler):
     (90, True)
     """
 
-    _sampling_type = "clean-sampling"
-
     _parameter_constraints: dict = {
         "keep_ratio": [Interval(Real, 0, 1, closed="right")],
         "candidates": [list, None],
@@ -147,23 +144,6 @@ class SelectionSampler(BaseSampler):
         self.probe = probe
         self.random_state = random_state
 
-    @property
-    def sampling_strategy(self):
-        return "all"  # per-class counts come from keep_ratio; every class is pruned
-
-    def fit(self, X, y):
-        """Choose the selection and the rows to keep; see ``fit_resample``.
-
-        No copy of the kept rows is made (``sample_indices_`` says which they are).
-
-        Returns
-        -------
-        self : object
-        """
-        self._validate_params()
-        X, y, _ = self._check_X_y(X, y)
-        self._select(X, y)
-        return self
 
     def _check_X_y(self, X, y, accept_sparse=None):
         y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
@@ -198,9 +178,6 @@ class SelectionSampler(BaseSampler):
             cands.insert(0, {"strategy": "random"})
         return cands
 
-    def _fit_resample(self, X, y):
-        idx = self._select(X, y)
-        return _safe_indexing(X, idx), _safe_indexing(y, idx)
 
     def _select(self, X, y) -> np.ndarray:
         classes, codes = np.unique(y, return_inverse=True)
@@ -327,7 +304,6 @@ class SelectionSampler(BaseSampler):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.sampler_tags.sample_indices = True
         tags.input_tags.sparse = True
         return tags
 

@@ -226,12 +226,14 @@ class DLCHandler(BaseHandler):
                 kwargs["threads"] = int(threads)
             if cfg.get("score_batch_size"):
                 kwargs["batch_size"] = int(cfg["score_batch_size"])
+            from ._layout import split_columns
+
             model = self.scorer = OnnxDLCModel.load(artifact, **kwargs)  # checks the files' checksums
             if model.preprocessing_ is None:
                 raise ValueError("the skdlc handler scores images; this ONNX export takes no images")
             classes = list(model.classes_)
             # The model keeps its ONNX Runtime sessions between calls (built at the first).
-            self._transform = lambda X: model.transform(X)[:, -len(classes):]
+            self._transform = lambda X: split_columns(model.transform(X), len(classes))[1]
         else:
             raise ValueError(f"{META_FILE}: unknown engine {engine!r} (expected 'torch' or 'onnx')")
         self.classes = classes

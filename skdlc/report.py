@@ -133,6 +133,7 @@ def write_report(
     versions: Mapping[str, str] | None = None,
     title: str = "skdlc pruning report",
     info: Mapping[str, Any] | None = None,
+    likely_broken: Sequence[Mapping[str, Any]] | None = None,
     max_classes: int = 20,
     n_examples: int = 6,
     max_mislabelled: int = 24,
@@ -184,6 +185,10 @@ def write_report(
     title : str, default="skdlc pruning report"
     info : mapping, default=None
         More facts for the overview (data, backbone, keep ratio, ...).
+    likely_broken : sequence of mapping, default=None
+        Records flagged as likely broken pairs (``skdlc prune-instructions``), hardest
+        first: each with ``record`` (index) and optionally ``line``, ``score``,
+        ``category``, ``kept``. Given: a "Likely broken pairs" section lists them.
     max_classes : int, default=20
         Classes with figures and thumbnails (the counts table lists all).
     n_examples : int, default=6
@@ -230,6 +235,7 @@ def write_report(
         *([] if duplicates is None else
           [duplicates_section(duplicates, as_labels(labels, n), kept, paths, texts, thumbs, max_classes,
                               _thumb_cell)]),
+        *([] if likely_broken is None else [_likely_broken(likely_broken, n, kept, texts, max_mislabelled)]),
         _scores(scores, labels, kept, classes, names, max_classes, figs),
         _path(calibration, figs),
         _selection(selection, figs),
@@ -402,6 +408,24 @@ def _mislabelled(losses, labels, classes, kept, paths, texts, thumbs, max_items,
         figs.add("mislabelled", lambda: plot_mislabelled(paths, sus, kept, max_items=max_items, _thumbs=thumbs),
                  embed=False)  # the thumbnails above, as a PNG in figures/
     return Section("mislabelled", title, "\n".join(parts))
+
+
+def _likely_broken(items, n, kept, texts, max_items) -> Section:
+    """The records flagged as broken pairs, with the estimated share (a text-data section)."""
+    items = list(items)
+    note = (f'<p class="note">Estimated share of broken pairs: {len(items) / max(n, 1):.1%} '
+            f"({len(items)} of {n} records): the high mode of a two-component mixture of "
+            "the log-scores, hardest first"
+            f"{f'; first {max_items} shown' if len(items) > max_items else ''}.</p>")
+    if not items:
+        return Section("broken", "Likely broken pairs", note + "<p>No record flagged.</p>")
+    rows = [(it.get("line", it["record"]), it.get("category", ""),
+             f"{float(it['score']):.4g}" if "score" in it else "",
+             "yes" if it.get("kept", kept[it["record"]]) else "",
+             truncate(texts[it["record"]], 100) if texts is not None else "")
+            for it in items[:max_items]]
+    return Section("broken", "Likely broken pairs",
+                   note + table(("line", "category", "score", "kept", "record"), rows, numeric=(0, 2)))
 
 
 def _run(timings, command, versions) -> Section:

@@ -483,7 +483,7 @@ def test_crlf_and_bom_kept_byte_for_byte(tiny_llm, tmp_path, capsys):
     kept = out.read_bytes()
     assert kept.startswith(b"\xef\xbb\xbf") and kept.count(b"\r\n") == 4
     assert all(ln + b"\r\n" in body + b"\r\n" for ln in kept[3:].split(b"\r\n")[:-1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept_report", "win.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept_report", "kept_summary.json", "win.jsonl"]
 
 
 # ------------------------------------------------- typed "no weights offline" error

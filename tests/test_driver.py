@@ -365,8 +365,9 @@ def test_calibrated_path_probes_only_the_sample(tiny_cnn, blob_images, fake_cali
     assert fake_calibration["n_ratios"] == 3
     assert s.mask_ratios_ == (0.0, 0.2, 0.4)
     assert s.calibration_.ratios == (0.0, 0.2, 0.4)
-    # probes: 4 ratios x 2 batches of the 20 sampled rows; then the path: 3 x 4 batches
-    assert s.n_forward_batches_ == 4 * 2 + 3 * 4
+    # probes: 4 ratios x 2 batches of the 20 sampled rows; then the path reuses the
+    # probes' features for those rows and runs only the other 40: 3 x 3 batches
+    assert s.n_forward_batches_ == 4 * 2 + 3 * 3
     np.testing.assert_allclose(out, _scorer(tiny_cnn, mask_ratios=[0, 0.2, 0.4]).fit_transform(X, y))
 
 

@@ -367,17 +367,17 @@ def test_select_instructions_groups_and_counts():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=40)
     groups = np.array(["a"] * 10 + ["b"] * 30)
-    idx = select_instructions(scores, 0.5, groups=groups, random_state=0)
+    idx = select_instructions(scores, 0.5, strategy="flexrand", groups=groups, random_state=0)
     assert (np.diff(idx) > 0).all()
     assert (idx < 10).sum() == 5 and (idx >= 10).sum() == 15
     np.testing.assert_array_equal(
-        idx, select_instructions(scores, 0.5, groups=groups, random_state=0)
+        idx, select_instructions(scores, 0.5, strategy="flexrand", groups=groups, random_state=0)
     )
     assert len(select_instructions(scores, 7, random_state=1)) == 7
     hard = select_instructions(scores, 10, strategy="hard")
     np.testing.assert_array_equal(hard, np.sort(np.argsort(scores)[-10:]))
     # FlexRand with gamma=0.5: half from each side of the median
-    idx = select_instructions(scores, 20, gamma=0.5, random_state=3)
+    idx = select_instructions(scores, 20, gamma=0.5, strategy="flexrand", random_state=3)
     below = scores[idx] < np.median(scores)
     assert below.sum() == 10
     with pytest.raises(ValueError, match="fraction"):

@@ -1,10 +1,11 @@
-"""Helpers shared by the ``skdlc`` commands: reading labelled images, checking them,
+"""Helpers shared by the ``skdlc`` commands: reading labelled images, checking them (cheaply: decoding is the scoring pass's),
 parsing option values and writing outputs atomically."""
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,8 @@ __all__ = [
     "LabelledImages",
     "read_labelled_images",
     "check_images",
+    "drop_unreadable",
+    "scorer_on_error",
     "parse_keep",
     "parse_image_size",
     "check_out_dir",
@@ -39,7 +42,7 @@ __all__ = [
 
 # Reading lives in skdlc.datasets (public); the CLI turns its errors into one-line ones.
 from ..datasets import IMAGE_EXTENSIONS, LabelledImages  # noqa: E402
-from .._outputs import counts_by_class, fmt_score, write_csv, write_json  # noqa: E402,F401
+from .._outputs import write_csv, write_json  # noqa: E402,F401  (the commands' writers)
 
 
 def read_labelled_images(data: str | os.PathLike) -> LabelledImages:
@@ -54,46 +57,38 @@ def read_labelled_images(data: str | os.PathLike) -> LabelledImages:
 
 # ----------------------------------------------------------------------- checking
 def _check_one(path: str) -> str | None:
-    """None if the file decodes as an image, else the reason it does not."""
+    """None if the file is there and starts like an image, else the reason it does not.
+
+    Cheap: a stat and the header (format, size), never the pixels. The pixels are
+    decoded once, by the scoring pass, which reports a file that breaks there (a
+    truncated one) the same way (see :func:`drop_unreadable`).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        return "no such file"
     try:
-        with Image.open(path) as im:
-            im.load()  # full decode: truncated files fail here, not hours later
+        st = os.stat(path)
+    except OSError:
+        return "no such file"
+    if not stat.S_ISREG(st.st_mode):
+        return "no such file"
+    if st.st_size == 0:
+        return "not a readable image (empty file)"
+    try:
+        with Image.open(path) as im:  # parses the header only
+            im.size  # noqa: B018
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
             ValueError, EOFError) as exc:
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None
 
 
-def check_images(
-    data: LabelledImages, on_error: str = "fail", *, verbose: bool = False, workers: int = 2
-) -> LabelledImages:
-    """Decode every image once before scoring; fail on, or drop, unreadable ones.
+def _unreadable_error(path: str, reason: str, n_more: int) -> CLIError:
+    more = f" ({n_more} more unreadable file(s))" if n_more else ""
+    return CLIError(f"cannot read image {path!r}: {reason}{more}; fix or remove it, or pass "
+                    "--on-error skip to leave unreadable images out")
 
-    ``on_error="fail"`` raises :class:`CLIError` naming the first bad file (and how
-    many there are); ``"skip"`` returns the readable ones with ``skipped`` filled in.
-    """
-    from tqdm.auto import tqdm
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        reasons = list(
-            tqdm(pool.map(_check_one, data.paths, chunksize=16), total=len(data),
-                 desc="checking images", unit="img", disable=not verbose, leave=False)
-        )
-    bad = [(p, r) for p, r in zip(data.paths, reasons) if r is not None]
-    if not bad:
-        return data
-    if on_error == "fail":
-        path, reason = bad[0]
-        more = f" ({len(bad) - 1} more unreadable file(s))" if len(bad) > 1 else ""
-        raise CLIError(
-            f"cannot read image {path!r}: {reason}{more}; fix or remove it, or pass "
-            "--on-error skip to leave unreadable images out"
-        )
-    ok = np.array([r is None for r in reasons])
+def _leave_out(data: LabelledImages, ok: np.ndarray, bad: list) -> LabelledImages:
     if not ok.any():
         raise CLIError(f"none of the {len(data)} images in {data.source} could be read "
                        f"(e.g. {bad[0][0]!r}: {bad[0][1]})")
@@ -103,6 +98,56 @@ def check_images(
     if lost:
         out.notes.append(f"class(es) with no readable image left out: {', '.join(lost)}")
     return out
+
+
+def check_images(
+    data: LabelledImages, on_error: str = "fail", *, verbose: bool = False, workers: int = 4
+) -> LabelledImages:
+    """Check every image cheaply before scoring (there, readable, an image header).
+
+    ``on_error="fail"`` raises :class:`CLIError` naming the first bad file (and how
+    many there are); ``"skip"`` returns the others with ``skipped`` filled in. No pixel
+    is decoded here: a file that breaks only when decoded is reported by the scoring
+    pass (an :class:`~skdlc.datasets.ImageReadError` with ``fail``; with ``skip``, the scorer
+    leaves it out and :func:`drop_unreadable` lists it).
+    """
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(
+            tqdm(pool.map(_check_one, data.paths, chunksize=64), total=len(data),
+                 desc="checking images", unit="img", disable=not verbose, leave=False)
+        )
+    bad = [(p, r) for p, r in zip(data.paths, reasons) if r is not None]
+    if not bad:
+        return data
+    if on_error == "fail":
+        return_path, reason = bad[0]
+        raise _unreadable_error(return_path, reason, len(bad) - 1)
+    return _leave_out(data, np.array([r is None for r in reasons]), bad)
+
+
+def scorer_on_error(on_error: str) -> str:
+    """The scorer's ``on_error`` for the command line's ``--on-error``."""
+    return "skip" if on_error == "skip" else "raise"
+
+
+def drop_unreadable(data: LabelledImages, rows) -> LabelledImages:
+    """Leave out the rows the scoring pass could not decode (``--on-error skip``).
+
+    ``rows``: what :func:`skdlc.prune` left out (``PruneResult.unreadable``, from the
+    scorer's ``unreadable_``). They join ``data.skipped`` with the reason (each bad
+    file is read once more to say why), exactly as if :func:`check_images` had found them.
+    """
+    from .._data import read_error
+
+    rows = np.asarray(rows, dtype=np.intp)
+    if rows.size == 0:
+        return data
+    bad = [(data.paths[i], read_error(data.paths, i).reason) for i in rows]
+    ok = np.ones(len(data), dtype=bool)
+    ok[rows] = False
+    return _leave_out(data, ok, bad)
 
 
 # ------------------------------------------------------------------------ parsing

@@ -112,6 +112,7 @@ def _fit_scorer(args):
         num_workers=args.num_workers,
         device=args.device,
         engine=args.engine,
+        on_error="skip" if args.on_error == "skip" else "raise",
         random_state=args.seed,
         verbose=not args.quiet,
     )

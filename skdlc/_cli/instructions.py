@@ -1,9 +1,11 @@
-"""``skdlc prune-instructions``: prune an instruction-tuning JSONL file with DLC + FlexRand.
+"""``skdlc prune-instructions``: prune an instruction-tuning JSONL file with DLC scores.
 
 Reads records with ``instruction``, optional ``input`` and ``output`` fields (names
 configurable), scores every record with :class:`skdlc.InstructionScorer`
-(masked causal-LM complexity), keeps a subset with FlexRand, and writes the kept records
-unchanged: their original lines, byte for byte (line endings and a byte-order mark
+(masked causal-LM complexity), estimates which records are broken pairs
+(:func:`skdlc.estimate_broken_share`), keeps a subset (default: at random among the
+records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
+and the likely broken records) and the kept records unchanged: their original lines, byte for byte (line endings and a byte-order mark
 included), in input order. ``--with-scores`` adds one field holding the score (the
 records are then re-serialised as JSON, keeping each line's ending).
 
@@ -61,11 +63,13 @@ def _keep(text: str) -> float | int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prune-instructions",
-        help="prune an instruction-tuning JSONL file (DLC scores from a masked LLM + FlexRand)",
+        help="prune an instruction-tuning JSONL file (DLC scores from a masked LLM)",
         description=(
             "Score every (instruction, input, output) record by its mean response loss "
-            "under masked versions of a causal LM, keep a subset with FlexRand, and "
-            "write the kept records unchanged."
+            "under masked versions of a causal LM, estimate which records are broken "
+            "pairs, keep a subset (default: at random among the records not flagged as "
+            "broken; --strategy flexrand for the paper's sampler), and write the kept "
+            "records unchanged."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -99,8 +103,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s = p.add_argument_group("selection")
     s.add_argument("--gamma", type=float, default=0.5,
                    help="FlexRand easy/hard split quantile in (0, 1) (default: %(default)s)")
-    s.add_argument("--strategy", default="flexrand",
-                   choices=["flexrand", "random", "easy", "hard", "flexible", "bins"])
+    s.add_argument("--strategy", default="auto",
+                   choices=["auto", "flexrand", "random", "easy", "hard", "flexible", "bins"],
+                   help="auto (default): leave out the likely broken pairs (a hardest tail "
+                        "whose size a mixture model of the scores estimates) and keep the "
+                        "rest at random; flexrand: the paper's sampler; the others are "
+                        "ablations")
     s.add_argument("--category-field", default=None, metavar="FIELD",
                    help="prune each value of this field separately (like classes)")
     s.add_argument("--seed", type=int, default=0, help="seeds the ratios and the selection")
@@ -218,9 +226,18 @@ def run(args: argparse.Namespace) -> int:
             f"non-finite score for the record at line {data.line_numbers[bad]} (try "
             "--dtype float32 or smaller --mask-ratios)"
         )
+    alone = scorer.response_only_losses(data.records)  # a short pass: the responses only
+    t3 = time.perf_counter()
 
+    from .._broken_pairs import estimate_broken_share
+
+    # A broken pair's response is barely easier to predict with its instruction than
+    # without: the ratio of the two losses, per group (benchmarks/results/
+    # instruction_selection.md: AUROC ~0.9 where the loss alone gives ~0.65).
+    signal = scores / np.maximum(alone, 1e-9)
+    broken = estimate_broken_share(signal, groups=groups)
     idx = select_instructions(scores, args.keep, gamma=args.gamma, strategy=args.strategy,
-                              groups=groups, random_state=args.seed)
+                              groups=groups, random_state=args.seed, broken=broken)
     if idx.size == 0:  # pragma: no cover - select keeps at least one per group
         raise CLIError("nothing would be kept; raise --keep")
 
@@ -245,12 +262,17 @@ def run(args: argparse.Namespace) -> int:
     from .._io import output_set
 
     report_dir = out.with_name(out.stem + "_report")
-    # One set: the kept records and the report beside them appear together (a report of
-    # an earlier run is removed under --no-report); the JSONL goes last. swap=False:
-    # out's folder is the user's, not ours.
-    with output_set(out.parent, [report_dir.name, out.name], swap=False) as tmp:
+    summary_path = out.with_name(out.stem + "_summary.json")
+    suspects = _likely_broken(args, data, scores, signal, idx, groups, broken)
+    # One set: the kept records, the summary and the report beside them appear together
+    # (a report of an earlier run is removed under --no-report); the JSONL goes last.
+    # swap=False: out's folder is the user's, not ours.
+    with output_set(out.parent, [report_dir.name, summary_path.name, out.name], swap=False) as tmp:
         if not args.no_report:
-            _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, groups, src, t0, t1, t2)
+            _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, groups, src,
+                          t0, t1, t2, t3, suspects)
+        _write_summary(tmp / summary_path.name, args, src, scorer, n, idx, broken, suspects,
+                       {"model load": t1 - t0, "scoring": t2 - t1, "response-only loss": t3 - t2})
         written = write_jsonl(tmp / out.name, lines(), bom=data.bom)
     ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
     per = f" per {args.category_field!r}" if groups is not None else ""
@@ -260,12 +282,65 @@ def run(args: argparse.Namespace) -> int:
     if scorer.n_truncated_:
         _say(f"{scorer.n_truncated_} of {n} records were longer than --max-length "
              f"{args.max_length} tokens and were truncated for scoring (not in the output)")
-    _say(f"kept {written} of {n} records ({args.strategy}, gamma={args.gamma:g}{per}); "
-         f"wrote {out}" + ("" if args.no_report else f" and {report_dir / 'report.html'}"))
+    _say(_broken_line(broken, n, args.strategy))
+    if suspects:
+        lines_ = ", ".join(str(s["line"]) for s in suspects[:10])
+        _say(f"likely broken records (hardest first): lines {lines_}"
+             + (f" and {len(suspects) - 10} more" if len(suspects) > 10 else "")
+             + f"; all in {summary_path}")
+    rule = "at random without the likely broken" if args.strategy == "auto" else args.strategy
+    if args.strategy in ("flexrand", "flexible"):
+        rule += f", gamma={args.gamma:g}"
+    _say(f"kept {written} of {n} records ({rule}{per}); wrote {out}, {summary_path.name}"
+         + ("" if args.no_report else f" and {report_dir / 'report.html'}"))
     return 0
 
 
-def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, t2) -> None:
+def _broken_line(broken, n: int, strategy: str) -> str:
+    what = (" (left out before the random draw)" if strategy == "auto" and broken.n_flagged
+            else "")
+    return (f"estimated broken pairs: {broken.share:.1%} ({broken.n_flagged} of {n} records)"
+            + what)
+
+
+def _likely_broken(args, data, scores, signal, idx, groups, broken) -> list[dict]:
+    """The flagged records, most suspect first: index (0-based), line, DLC score, the
+    broken-pair signal, kept, category and the start of the output."""
+    kept = set(int(i) for i in idx)
+    out = []
+    for i in broken.indices(signal):
+        i = int(i)
+        rec = data.records[i]
+        item = {"record": i, "line": int(data.line_numbers[i]),
+                "score": round(float(scores[i]), 6), "signal": round(float(signal[i]), 6),
+                "kept": i in kept}
+        if groups is not None:
+            item["category"] = rec[args.category_field]
+        item["output"] = str(rec[args.output_field])[:80]
+        out.append(item)
+    return out
+
+
+def _write_summary(path, args, src, scorer, n, idx, broken, suspects, timings) -> None:
+    """OUT_summary.json: the run, the estimated broken share and the likely broken records."""
+    summary = {
+        "data": str(src), "n_records": n, "n_kept": int(len(idx)), "keep": args.keep,
+        "strategy": args.strategy, "gamma": args.gamma, "category_field": args.category_field,
+        "seed": args.seed, "model": scorer.model_source_,
+        "mask_ratios": [float(r) for r in scorer.mask_ratios_],
+        "n_truncated": int(scorer.n_truncated_),
+        "estimated_broken_share": round(float(broken.share), 6),
+        "broken_signal": "DLC score / loss of the response without its instruction",
+        "n_likely_broken": broken.n_flagged,
+        "broken_fit": broken.to_dict()["groups"],
+        "likely_broken": suspects,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, t2, t3,
+                  suspects) -> None:
     """The text report (score histogram, easiest/hardest records, kept share per group)."""
     import numpy as np
 
@@ -280,7 +355,9 @@ def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, 
     write_report(
         folder, scores=scores, kept=kept, texts=data.raw, labels=labels,
         calibration=getattr(scorer, "calibration_", None),
-        timings={"model load": t1 - t0, "scoring": t2 - t1}, command=["skdlc", *sys.argv[1:]],
+        likely_broken=suspects,
+        timings={"model load": t1 - t0, "scoring": t2 - t1, "response-only loss": t3 - t2},
+        command=["skdlc", *sys.argv[1:]],
         info={"data": str(src), "model": scorer.model_source_, "mask ratios": list(scorer.mask_ratios_),
               "keep": args.keep, "strategy": args.strategy, "gamma": args.gamma,
               "category field": args.category_field},

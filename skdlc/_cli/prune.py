@@ -34,6 +34,7 @@ from ._common import (
     check_num_workers,
     check_out_dir,
     check_out_outside_data,
+    drop_unreadable,
     parse_device,
     parse_gamma,
     parse_image_size,
@@ -41,6 +42,7 @@ from ._common import (
     parse_mask_ratios,
     parse_positive_int,
     read_labelled_images,
+    scorer_on_error,
 )
 
 __all__ = ["add_parser", "run"]
@@ -186,6 +188,7 @@ def _scorer(args, backbone, mask_ratios, image_size: int | None, batch_size: int
         device=args.device, engine=args.engine, backend=args.backend, ray_address=args.address,
         num_gpus=args.num_gpus, memory=os.path.expanduser(args.cache) if args.cache else None,
         **({"chunk_size": chunk} if chunk else {}),
+        on_error=scorer_on_error(args.on_error),  # images are decoded once, by the scoring pass
     )
 
 
@@ -236,6 +239,7 @@ def run(args) -> int:
                     random_state=args.seed, drop_duplicates=args.drop_duplicates, verbose=not args.quiet)
     except ImageReadError as exc:  # an image that broke while scoring (worker or not)
         raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
+    data = drop_unreadable(data, res.unreadable)  # --on-error skip: broken while decoding
     res.notes[:0] = data.notes
     res.timings = {"read_and_check": t_read, **res.timings, "total": time.perf_counter() - t0}
     extra = {"data": str(data.source), "data_kind": data.kind, "n_images": len(data),
