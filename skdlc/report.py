@@ -173,7 +173,7 @@ def write_report(
         sorted labels.
     calibration : Calibration, its ``to_dict()`` or a fitted scorer, default=None
         The learning path (``probe_ratios``, ``accuracies``, ``chance``, ``ratios``).
-    selection : SelectionResult or its ``to_dict()``, default=None
+    selection : dict, default=None
         The validation table of the selection candidates (the summary of
         ``skdlc prune --gamma auto``'s search is accepted too).
     timings : mapping of str to float, default=None
