@@ -55,6 +55,14 @@ class SelectingSampler(BaseSampler):
         self._select(X, y)
         return self
 
+    def _check_X_y(self, X, y, accept_sparse=None):
+        # Like BaseSampler's, but non-finite values pass here: each sampler checks the
+        # entries it reads (scores, embedding) with a message that names them.
+        y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
+        X, y = validate_data(self, X=X, y=y, reset=True, accept_sparse=["csr", "csc"],
+                             ensure_all_finite=False)
+        return X, y, binarize_y
+
     def _fit_resample(self, X, y):
         idx = self._select(X, y)
         return _safe_indexing(X, idx), _safe_indexing(y, idx)
@@ -235,16 +243,6 @@ class FlexRandSampler(SelectingSampler):
         self.drop_hardest = drop_hardest
         self.random_state = random_state
 
-
-    def _check_X_y(self, X, y, accept_sparse=None):
-        # Like BaseSampler's, but non-finite values are allowed here: only the score
-        # entries must be finite, and `_fit_resample` checks them with a clear message.
-        y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
-        X, y = validate_data(
-            self, X=X, y=y, reset=True, accept_sparse=["csr", "csc"],
-            ensure_all_finite=False,
-        )
-        return X, y, binarize_y
 
     def _read_scores(self, X, y_codes, n_classes):
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)

@@ -6,11 +6,9 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from imblearn.utils import check_target_type
 from scipy import sparse
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import validate_data
 
 from ._layout import split_columns
 from ._sampler import FlexRandSampler, SelectingSampler
@@ -144,12 +142,6 @@ class SelectionSampler(SelectingSampler):
         self.probe = probe
         self.random_state = random_state
 
-
-    def _check_X_y(self, X, y, accept_sparse=None):
-        y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
-        X, y = validate_data(self, X=X, y=y, reset=True, accept_sparse=["csr", "csc"],
-                             ensure_all_finite=False)
-        return X, y, binarize_y
 
     @staticmethod
     def _search_layout(X, n_classes) -> np.ndarray:
