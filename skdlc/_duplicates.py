@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 __all__ = ["content_hashes", "find_duplicates", "image_thumbnails", "keep_one_per_group"]
 
 BACKENDS = ("auto", "faiss", "numpy")
+_LOOKUP_DIMS = 128  # candidate lookup above exact_max_rows; the final cosine is exact
 #: threshold="auto": a near-duplicate is at most this share of the median nearest-neighbour distance
 AUTO_SHARE = 0.05
 _BLOCK_BYTES = 1 << 27  # one block of similarities: 128 MiB of float32
@@ -144,8 +145,9 @@ def find_duplicates(
         Nearest-neighbour search: faiss when installed ("auto"), else exact blocked
         matrix products in numpy (time grows with n_samples squared).
     exact_max_rows : int, default=20000
-        With faiss, exact search up to this many rows; above, an inverted-file index
-        (about sqrt(n_samples) lists, 16 probed), which may miss a few pairs.
+        With faiss, exact search up to this many rows; above, candidates come from an
+        inverted-file index over a 128-d PCA of the rows (about sqrt(n_samples) lists, 16
+        probed), which may miss a few pairs, and are ranked by their exact cosine.
     random_state : int, default=0
         Seeds the inverted file's clustering.
 
@@ -284,16 +286,47 @@ def _knn_faiss(X: np.ndarray, k: int, exact_max_rows: int, random_state: int):
     n, d = X.shape
     if n <= exact_max_rows:
         index = faiss.IndexFlatIP(d)
-    else:
-        nlist = int(max(16, round(np.sqrt(n))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = int(random_state)
-        index.cp.niter = 10  # coarse lists only route the search: a short k-means is enough
-        train = X if n <= 64 * nlist else X[np.random.RandomState(random_state).choice(n, 64 * nlist, False)]
-        index.train(train)
-        index.nprobe = min(16, nlist)
-    index.add(X)
-    sim, nbr = index.search(X, k + 1)  # the row itself comes back too (dropped below)
+        index.add(X)
+        sim, nbr = index.search(X, k + 1)  # the row itself comes back too (dropped below)
+        return _drop_self(nbr, sim, k)
+    # Above exact_max_rows: look up candidates in a short PCA of the vectors (the search
+    # scans a share of the rows per query, so its cost is linear in the dimension), then
+    # rank the candidates by their exact cosine in the full space.
+    nlist = int(max(16, round(np.sqrt(n))))
+    rng = np.random.RandomState(random_state)
+    train = np.arange(n) if n <= 64 * nlist else np.sort(rng.choice(n, 64 * nlist, False))
+    pca = faiss.PCAMatrix(d, min(d, _LOOKUP_DIMS))
+    pca.train(X[train])
+    Z = _unit(pca.apply(X))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(Z.shape[1]), Z.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = int(random_state)
+    index.cp.niter = 10  # coarse lists only route the search: a short k-means is enough
+    index.train(Z[train])
+    index.nprobe = min(16, nlist)
+    index.add(Z)
+    _, cand = index.search(Z, min(n, 2 * k + 1))
+    return _rerank(X, cand, k)
+
+
+def _rerank(X: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k candidates of each row with the highest exact cosine (self and -1 left out)."""
+    n = len(X)
+    nbr = np.full((n, k), -1, np.int64)
+    sim = np.full((n, k), -np.inf, np.float32)
+    for s in range(0, n, 1024):  # 1024 x (2k+1) gathered rows at a time
+        c = cand[s:s + 1024]
+        rows = np.arange(s, s + len(c))[:, None]
+        v = np.einsum("id,ikd->ik", X[s:s + len(c)], X[np.maximum(c, 0)]).astype(np.float32)
+        v[(c < 0) | (c == rows)] = -np.inf
+        top = np.argsort(-v, axis=1, kind="stable")[:, :k]
+        nbr[s:s + len(c)] = np.take_along_axis(c, top, 1)
+        sim[s:s + len(c)] = np.take_along_axis(v, top, 1)
+    nbr[~np.isfinite(sim)] = -1
+    return nbr, sim
+
+
+def _drop_self(nbr: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(nbr)
     own = nbr == np.arange(n)[:, None]
     drop = np.where(own.any(1), own.argmax(1), k)  # the self column, else the last one
     keep = np.ones_like(own)
