@@ -72,15 +72,21 @@ def _texts(values: list, name: str) -> list[str]:
     return list(values)
 
 
+def _is_missing(v) -> bool:
+    import pandas as pd
+
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+
+
 def _labels(values, name: str) -> np.ndarray:
-    y = np.asarray(values)
-    missing = [i for i, v in enumerate(y.tolist()) if v is None or (isinstance(v, float) and math.isnan(v))]
-    if missing and len(missing) == len(y):
+    values = list(values)  # before numpy, which would turn NaN among strings into "nan"
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing and len(missing) == len(values):
         raise ValueError(f"label_column={name!r} is missing (None or NaN) in every row")
     if missing:
         raise ValueError(f"label_column={name!r} is missing (None or NaN) in {len(missing)} row(s), "
                          f"e.g. rows {missing[:10]}; drop those rows first")
-    return y
+    return np.asarray(values)
 
 
 def table_input(X, y, *, text_column: str | None, image_column: str | None,
@@ -93,8 +99,9 @@ def table_input(X, y, *, text_column: str | None, image_column: str | None,
                                ("label_column", label_column)) if v is not None}
     if not is_table(X):
         if given:
-            raise ValueError(f"{', '.join(given)} name(s) columns of a pandas DataFrame or a Hugging Face "
-                             f"datasets.Dataset; X is a {type(X).__name__}: pass the samples as X and the "
+            names = " and ".join(f"{k}={v!r}" for k, v in given.items())
+            raise ValueError(f"{names}: column names are for a pandas DataFrame or a Hugging Face "
+                             f"datasets.Dataset X; X is a {type(X).__name__}: pass the samples as X and the "
                              "labels as y instead")
         return X, y, None
     if (text_column is None) == (image_column is None):
