@@ -159,6 +159,8 @@ def read_labelled_texts(data: str | os.PathLike, *, text_column: str | None, lab
         record, records that cannot be scored with ``on_error="fail"``.
     """
     table = read_text_table(data)
+    if not table.where:
+        raise ValueError(f"{table.source} holds no records" + (" (a header only)" if table.head.strip() else ""))
     if table.kind == "folder":
         text_column, label_column = "text", "label"
     texts = _column(table, text_column, options[0])

@@ -72,8 +72,8 @@ def is_text_input(args) -> bool:
                        "(default: label)")
     header = _csv_header(path)
     if header is not None and "path" not in [c.strip().lower() for c in header]:
-        raise CLIError(f"DATA {args.data} has no 'path' column, so it is not an image manifest "
-                       f"(path,label); for labelled text name its text column with --text-column "
+        raise CLIError(f"DATA {args.data} has no 'path' column: an image manifest needs 'path' and "
+                       f"'label' columns; for labelled text name its text column with --text-column "
                        f"(its columns: {', '.join(repr(c) for c in header)})")
     _refuse_columns(args, "an image manifest (path,label)", "add --text-column to read it as text")
     return False

@@ -248,13 +248,8 @@ def run(args) -> int:
     # backbone is built in between so a bad name fails before any image is decoded.
     from .. import prune
     from .._data import ImageReadError
-    from .._validation import check_class_labels
 
     data, backbone = (_read_texts if text else _read_images)(args, gamma, keep)
-    try:
-        check_class_labels(data.labels, what=str(data.source), unit="texts" if text else "images")
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
     t_read = time.perf_counter() - t0
 
     scorer = _scorer(args, backbone, mask_ratios, image_size, batch_size)
@@ -287,13 +282,25 @@ def _read_images(args, gamma, keep):
         raise CLIError(f"--backbone {name} takes {input_kind(backbone)}, not images, and DATA {args.data} "
                        "holds images: choose an image backbone (e.g. efficientnet_lite0); for labelled "
                        f"text give a {_TEXT_INPUTS} with --text-column, or a folder of .txt files per class")
-    return check_images(data, args.on_error, verbose=not args.quiet), backbone
+    data = check_images(data, args.on_error, verbose=not args.quiet)
+    _check_classes(data, "images")
+    return data, backbone
 
 
 def _read_texts(args, gamma, keep):
     data = read_texts(args)
+    _check_classes(data, "texts")
     check_gamma_search(data.labels, gamma, args.strategy, keep)
     return data, text_backbone(args)
+
+
+def _check_classes(data, unit: str) -> None:
+    from .._validation import check_class_labels
+
+    try:
+        check_class_labels(data.labels, what=str(data.source), unit=unit)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _write_images(res, data, out, args, common) -> dict:
