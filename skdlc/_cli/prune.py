@@ -111,7 +111,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the column of a text file holding the labels (default: label)")
     p.add_argument("--keep", required=True, metavar="RATIO",
                    help="fraction of every class to keep, in (0, 1] (e.g. 0.3), or a percentage "
-                        "(e.g. 30%%); each class keeps at least one image")
+                        "(e.g. 30%%); each class keeps at least one sample")
     p.add_argument("--gamma", default=None, metavar="G|auto",
                    help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': chosen with the "
                         "strategy by cross-validation (--strategy auto), or for an explicit "
