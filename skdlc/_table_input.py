@@ -97,6 +97,9 @@ def table_input(X, y, *, text_column: str | None, image_column: str | None,
     """
     given = {k: v for k, v in (("text_column", text_column), ("image_column", image_column),
                                ("label_column", label_column)) if v is not None}
+    if type(X).__module__.split(".")[0] == "datasets" and type(X).__name__ in ("DatasetDict", "IterableDatasetDict"):
+        raise ValueError(f"X is a datasets.{type(X).__name__} (splits: {', '.join(map(str, X))}); pass one "
+                         "split, e.g. X['train']")
     if not is_table(X):
         if given:
             names = " and ".join(f"{k}={v!r}" for k, v in given.items())

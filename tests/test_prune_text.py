@@ -205,12 +205,14 @@ def test_python_dataframe_and_hf_dataset_keep_the_same_rows_as_the_command_line(
                             random_state=1, verbose=False)
         assert res_y.kept_indices.tolist() == cli_rows
         if importlib.util.find_spec("datasets") is not None:
-            from datasets import Dataset
+            from datasets import Dataset, DatasetDict
 
             ds = Dataset.from_pandas(df)
             res_ds = skdlc.prune(ds, text_column="text", keep_ratio=0.4, scorer=scorer, random_state=1,
                                  verbose=False)  # label_column: "label" by default
             assert res_ds.kept_indices.tolist() == cli_rows
+            with pytest.raises(ValueError, match=r"X is a datasets.DatasetDict \(splits: train\); pass one split"):
+                skdlc.prune(DatasetDict(train=ds), text_column="text", keep_ratio=0.4)
     assert df.iloc[res.kept_indices]["id"].tolist() == cli_rows
 
 
