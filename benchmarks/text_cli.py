@@ -47,6 +47,21 @@ def records(path: Path) -> tuple[bytes, list[bytes]]:
     return lines[0], lines[1:]
 
 
+def python_check(data: Path, cli_rows: list[int]) -> list[str]:
+    """One table row: whether skdlc.prune on the DataFrame keeps the command line's rows."""
+    import pandas as pd
+
+    import skdlc
+
+    df = pd.read_csv(data, dtype={"label": str})  # the command line reads labels as text
+    t0 = time.perf_counter()
+    res = skdlc.prune(df, text_column="text", label_column="label", keep_ratio=0.3, random_state=0,
+                      verbose=False)
+    same = res.kept_indices.tolist() == cli_rows
+    return [f"| `skdlc.prune(df, text_column='text', label_column='label', keep_ratio=0.3, random_state=0)` "
+            f"keeps the same rows | {'yes' if same else 'NO'} ({time.perf_counter() - t0:.1f} s) |"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--skdlc", default=shutil.which("skdlc") or "skdlc", help="the skdlc executable to run")
@@ -54,6 +69,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="which stories are drawn")
     ap.add_argument("--workdir", default="/tmp/skdlc_text_cli")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results/text_cli.md"))
+    ap.add_argument("--python-check", action="store_true",
+                    help="also run skdlc.prune on the CSV read with pandas (this interpreter's skdlc) and "
+                         "compare the kept rows with the command line's")
     args = ap.parse_args()
 
     work = Path(args.workdir)
@@ -75,6 +93,7 @@ def main() -> int:
     expected = head + b"".join(recs[r] for r in kept_rows)
     same = (out / "kept.csv").read_bytes() == expected
     summary = json.loads((out / "summary.json").read_text())
+    python_row = python_check(data, kept_rows) if args.python_check else []
     lines = [
         "# `skdlc prune` on labelled text (Reuters-21578 R8)",
         "",
@@ -85,7 +104,7 @@ def main() -> int:
         "```",
         "",
         f"Made by: `python benchmarks/text_cli.py --skdlc {args.skdlc} --per-class {args.per_class} "
-        f"--seed {args.seed}`",
+        f"--seed {args.seed}{' --python-check' if args.python_check else ''}`",
         "",
         "| what | value |",
         "| --- | --- |",
@@ -100,6 +119,7 @@ def main() -> int:
         f"| selection | {summary['strategy']} |",
         f"| label issues flagged | {summary.get('label_issues', {}).get('n_issues', 'n/a')} |",
         f"| duplicate groups | {summary.get('duplicates', {}).get('n_groups', 'n/a')} |",
+        *python_row,
         f"| machine | {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()} |",
         "",
         "The printed summary:",
@@ -109,7 +129,7 @@ def main() -> int:
         "```",
     ]
     Path(args.results).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines[:22]))
+    print("\n".join(lines[:24]))
     return 0 if same else 1
 
 
