@@ -175,7 +175,9 @@ def test_skip_lists_empty_texts_and_missing_labels(tmp_path):
 
 
 def test_report_shows_text_snippets(tmp_path):
-    head, records = _csv_records(_rows())
+    rows = _rows()
+    rows[19] = ("great stay", "neg")  # an exact copy of row 0's text, with the other label
+    head, records = _csv_records(rows)
     data = tmp_path / "reviews.csv"
     data.write_bytes(head + b"".join(records))
     out = tmp_path / "out"
@@ -184,6 +186,9 @@ def test_report_shows_text_snippets(tmp_path):
     assert "Counts per class" in html and "Label issues" in html and "Duplicates" in html
     assert "Easiest and hardest samples" in html and "smelly carpet" in html  # snippets, no thumbnails
     assert "<img src=\"data:image/jpeg" not in html
+    assert "1 groups span several labels" in html and "same text" in html
+    dup = html[html.index("Duplicates</h2>"):]
+    assert dup.count("great stay") == 2  # both copies, as text
 
 
 # ----------------------------------------------------------- the same rows from Python
@@ -273,6 +278,9 @@ def test_python_table_refuses_missing_texts_and_labels():
         skdlc.prune(["a", "b"], ["x", "y"], text_column="text", keep_ratio=0.5)
     with pytest.raises(ValueError, match="either as y or as label_column="):
         skdlc.prune(df, df["label"], text_column="text", label_column="label", keep_ratio=0.5)
+    dup = pd.concat([df, df[["text"]]], axis=1)
+    with pytest.raises(ValueError, match=r"X has duplicate column names \['text'\]"):
+        skdlc.prune(dup, text_column="text", keep_ratio=0.5)
 
 
 # ------------------------------------------------------------- the real text encoder
