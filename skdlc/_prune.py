@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -24,7 +25,8 @@ __all__ = ["prune", "PruneResult", "OUTPUT_NAMES"]
 
 #: Every file (or folder) a run can write; a rerun removes the ones it does not write.
 #: summary.json comes last: it is the file that says the set is complete.
-OUTPUT_NAMES = ("scores.csv", "kept.csv", "skipped.csv", "report.html", "figures", "summary.json")
+OUTPUT_NAMES = ("scores.csv", "kept.csv", "kept.tsv", "kept.jsonl", "kept.parquet", "skipped.csv",
+                "report.html", "figures", "summary.json")
 
 
 @dataclass
@@ -155,31 +157,44 @@ class PruneResult:
         return p, float(s.gamma_), "auto", search
 
     def write(self, out: str | os.PathLike, *, paths: Sequence[str] | None = None,
-              texts: Sequence[str] | None = None, report: bool = True,
-              extra: dict | None = None, skipped: Sequence[tuple[str, str]] | None = None,
-              command: Sequence[str] | None = None, title: str | None = None) -> dict:
+              texts: Sequence[str] | None = None, ids: Mapping[str, Sequence] | None = None,
+              kept_writer: Callable[[Path], str] | None = None, report: bool = True,
+              extra: dict | None = None, skipped: Sequence[tuple[Any, str]] | None = None,
+              skipped_key: str = "path", command: Sequence[str] | None = None,
+              title: str | None = None) -> dict:
         """Write the output set into the folder ``out``, as ``skdlc prune`` does.
 
         ``scores.csv`` (every sample: ``path`` or ``index``, ``label``, ``score``,
         ``kept``, then ``label_issue``, ``label_quality``, ``suggested_label`` and
-        ``duplicate_group`` when the run looked for issues), ``kept.csv`` (the kept ones, input order), ``summary.json`` (last: it
-        marks a complete set), ``report.html`` + ``figures/`` (unless ``report=False``),
-        and ``skipped.csv`` when ``skipped`` is given. Written as one set: a failure
-        leaves an earlier set in ``out`` as it was.
+        ``duplicate_group`` when the run looked for issues), ``kept.csv`` (the kept
+        ones, input order; or the file ``kept_writer`` writes), ``summary.json``
+        (last: it marks a complete set), ``report.html`` + ``figures/`` (unless
+        ``report=False``), and ``skipped.csv`` when ``skipped`` is given. Written as one
+        set: a failure leaves an earlier set in ``out`` as it was.
 
         Parameters
         ----------
         out : path
             The output folder, created if needed.
         paths : sequence of str, default=None
-            One file per sample (image inputs): the first CSV column, and thumbnails in
-            the report. Default: the row index.
+            One image file per sample: the first CSV column, and thumbnails in the
+            report. Default: the row index.
         texts : sequence of str, default=None
             Text records, shown in the report instead of thumbnails.
+        ids : mapping of str to sequence, default=None
+            The first columns of ``scores.csv`` and ``kept.csv`` instead of ``path`` or
+            ``index`` (text inputs: ``row`` and ``line``).
+        kept_writer : callable, default=None
+            ``kept_writer(folder)`` writes the kept samples into ``folder`` and returns
+            the file's name (the command line writes a text input's kept records in the
+            input's own format). Default: ``kept.csv`` (id columns, label, score).
         report : bool, default=True
         extra : dict, default=None
             More keys for ``summary.json`` (the command line adds the data source).
-        skipped : sequence of (path, reason), default=None
+        skipped : sequence of (where, reason), default=None
+            Samples left out before scoring, for ``skipped.csv``.
+        skipped_key : str, default="path"
+            The heading of ``skipped.csv``'s first column (``line`` for a text file).
         command : sequence of str, default=None
             The command line, shown in the report.
         title : str, default=None
@@ -189,8 +204,6 @@ class PruneResult:
         summary : dict
             What was written to ``summary.json``.
         """
-        from pathlib import Path
-
         from ._io import OUTPUT_MARKER, output_set
 
         out = Path(out)
@@ -198,19 +211,24 @@ class PruneResult:
         summary = {OUTPUT_MARKER: True, **(extra or {}), **self.summary()}
         summary["outputs"] = {"kept": "kept.csv", "scores": "scores.csv", "summary": "summary.json"}
         if skipped is not None:
-            summary["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
+            summary["skipped"] = [{skipped_key: p, "reason": r} for p, r in skipped]
             summary["outputs"]["skipped"] = "skipped.csv"
-        first, ids = ("path", list(paths)) if paths is not None else ("index", range(len(self.scores)))
+        if ids is None:
+            ids = {"path": list(paths)} if paths is not None else {"index": range(len(self.scores))}
+        head, rows = tuple(ids), list(zip(*ids.values()))
         labels = self.labels.tolist()
         extra_cols, extra_rows = score_columns(self) if self._has_issues else ((), [()] * len(labels))
         with output_set(out, OUTPUT_NAMES) as tmp:
-            write_csv(tmp / "scores.csv", (first, "label", "score", "kept", *extra_cols),
-                      ((i, lab, fmt_score(s), int(k), *e)
-                       for i, lab, s, k, e in zip(ids, labels, self.scores, self.kept, extra_rows)))
-            write_csv(tmp / "kept.csv", (first, "label", "score"),
-                      ((ids[i], labels[i], fmt_score(self.scores[i])) for i in self.kept_indices))
+            write_csv(tmp / "scores.csv", (*head, "label", "score", "kept", *extra_cols),
+                      ((*i, lab, fmt_score(s), int(k), *e)
+                       for i, lab, s, k, e in zip(rows, labels, self.scores, self.kept, extra_rows)))
+            if kept_writer is None:
+                write_csv(tmp / "kept.csv", (*head, "label", "score"),
+                          ((*rows[i], labels[i], fmt_score(self.scores[i])) for i in self.kept_indices))
+            else:
+                summary["outputs"]["kept"] = kept_writer(tmp)
             if skipped is not None:
-                write_csv(tmp / "skipped.csv", ("path", "reason"), skipped)
+                write_csv(tmp / "skipped.csv", (skipped_key, "reason"), skipped)
             if report:
                 self._write_report(tmp, summary, paths, texts, command, title)
             write_json(tmp / "summary.json", summary)  # last: the set is complete
@@ -246,8 +264,10 @@ def _default_selection(keep_ratio, random_state):
     return SelectionSampler(keep_ratio, random_state=random_state)
 
 
-def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=None,
-          issues: bool = True, drop_duplicates: bool = False, verbose: bool = True) -> PruneResult:
+def prune(X, y=None, *, keep_ratio: float, text_column: str | None = None,
+          image_column: str | None = None, label_column: str | None = None, scorer=None,
+          selection=None, random_state=None, issues: bool = True, drop_duplicates: bool = False,
+          verbose: bool = True) -> PruneResult:
     """Score every sample with DLC and keep ``keep_ratio`` of every class: the main job.
 
     Steps: fit ``scorer`` (a :class:`~skdlc.DLCScorer`; by default the offline
@@ -260,17 +280,32 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
 
     Parameters
     ----------
-    X : array-like, list of paths, list of str or torch Dataset
+    X : array-like, list of paths, list of str, torch Dataset, DataFrame or datasets.Dataset
         Whatever ``scorer`` takes: image arrays (N, H, W[, C]), image file paths, a list
-        of arrays, a torch ``Dataset``, or texts with a text backbone.
-    y : array-like of shape (n_samples,)
-        Class labels (at least two classes).
+        of arrays, a torch ``Dataset``, or texts with a text backbone. Or a table: a
+        pandas ``DataFrame`` or a Hugging Face ``datasets.Dataset``, with the samples in
+        the column ``text_column`` (or ``image_column``) and the labels in
+        ``label_column`` (or in ``y``); rows are then the table's rows, in order
+        (``X.iloc[result.kept_indices]``, ``X.select(result.kept_indices)``).
+    y : array-like of shape (n_samples,) or None, default=None
+        Class labels (at least two classes). None only when X is a table with a label
+        column.
     keep_ratio : float
         Fraction of every class to keep, in ``(0, 1]``; every class keeps at least one.
+    text_column : str or None, default=None
+        The column of a table X holding the texts (non-empty strings). The default
+        scorer is then the text encoder ``DLCScorer("all-MiniLM-L6-v2")``.
+    image_column : str or None, default=None
+        The column of a table X holding the images: PIL images (a ``datasets`` Image
+        feature), arrays or image file paths.
+    label_column : str or None, default=None
+        The column of a table X holding the labels; ``"label"`` when neither it nor ``y``
+        is given.
     scorer : DLCScorer or None, default=None
         Cloned; on the clone ``embedding=True`` (the selection's probe reads it),
         ``verbose`` is this function's, and ``random_state`` this function's when the
-        scorer's is None. ``None``: ``DLCScorer()`` (its defaults).
+        scorer's is None. ``None``: ``DLCScorer()`` (its defaults), or
+        ``DLCScorer("all-MiniLM-L6-v2")`` with ``text_column``.
     selection : sampler or None, default=None
         Cloned, with ``keep_ratio`` and (unless set) ``random_state`` set on the clone:
         a :class:`~skdlc.SelectionSampler`, a :class:`~skdlc.FlexRandSampler` (e.g.
@@ -305,14 +340,31 @@ def prune(X, y, *, keep_ratio: float, scorer=None, selection=None, random_state=
     >>> res = skdlc.prune(X, y, keep_ratio=0.3, scorer=scorer, random_state=0, verbose=False)
     >>> len(res.kept_indices), res.scores.shape
     (60, (200,))
+
+    A table of labelled texts (the offline all-MiniLM-L6-v2 text encoder):
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"text": ["great stay", "lovely room", "awful food", "rude staff"],
+    ...                    "label": ["pos", "pos", "neg", "neg"]})
+    >>> res = skdlc.prune(df, text_column="text", label_column="label", keep_ratio=0.5,
+    ...                   random_state=0, verbose=False)  # doctest: +SKIP
+    >>> kept_rows = df.iloc[res.kept_indices]  # doctest: +SKIP
     """
     from ._scorer import DLCScorer
+    from ._table_input import table_input
 
     if not (isinstance(keep_ratio, (int, float, np.floating)) and not isinstance(keep_ratio, bool)
             and 0 < keep_ratio <= 1):
         raise ValueError(f"keep_ratio must be a number in (0, 1], got {keep_ratio!r}")
+    X, y, kind = table_input(X, y, text_column=text_column, image_column=image_column,
+                             label_column=label_column)
+    if y is None:
+        raise ValueError("y is required: the class label of every sample (or, for a DataFrame or a "
+                         "datasets.Dataset X, its label column: label_column=)")
+    if scorer is None:
+        scorer = DLCScorer("all-MiniLM-L6-v2") if kind == "text" else DLCScorer()
     t0 = time.perf_counter()
-    scorer = clone(DLCScorer() if scorer is None else scorer).set_params(embedding=True, verbose=verbose)
+    scorer = clone(scorer).set_params(embedding=True, verbose=verbose)
     sampler = clone(_default_selection(keep_ratio, random_state) if selection is None else selection)
     sampler.set_params(keep_ratio=keep_ratio)
     for est in (scorer, sampler):  # one seed for the run, unless an estimator has its own

