@@ -261,7 +261,9 @@ def main(argv=None) -> int:
             print(out.read_text())
             continue
         raw.setdefault("part_seconds", {})[part] = time.perf_counter() - t
-        raw["commands"][part] = cmd
+        done = raw["commands"].get(part, [])
+        done = [done] if isinstance(done, str) else done
+        raw["commands"][part] = done + ([cmd] if cmd not in done else [])
         raw.setdefault("args", {})[part] = {k: v for k, v in vars(args).items() if k != "parts"}
         save()
     return 0
