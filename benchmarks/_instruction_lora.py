@@ -39,6 +39,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 METHODS = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5)",
            "auto": "auto on the whole set (old default)",
            "auto_cluster": "new default: auto per prompt cluster (no category field)",
+           "auto_input_cluster": "auto per cluster of the inputs alone (a harder grouping)",
            "auto_task": "auto per task (--category-field)",
            "easy": "DLC+easy", "full": "full pool"}
 
@@ -212,11 +213,13 @@ def part_downstream(raw, args, save):
     save()
 
     tasks_pool = np.array([r["category"] for r in recs[:n_pool]])
-    clusters = None
-    if "auto_cluster" in args.methods:  # what the CLI finds without the category field
+    found = {}
+    if {"auto_cluster", "auto_input_cluster"} & set(args.methods):
         from _instruction_detect import groupings
 
-        clusters = groupings(recs[:n_pool], tasks_pool)[0]["prompt clusters [new default]"]
+        g = groupings(recs[:n_pool], tasks_pool)[0]  # what the CLI finds without the field
+        found = {"auto_cluster": g["prompt clusters [new default]"],
+                 "auto_input_cluster": g["input clusters"]}
     plan = []
     for rate in args.rates:
         for keep in args.keeps:
@@ -237,8 +240,8 @@ def part_downstream(raw, args, save):
         else:  # "auto" flags broken pairs on the CLI's signal, DLC score / response-only loss
             groups = tasks_pool if method == "auto_task" else None
             broken = scores / view["alone"][:, 0]
-            if method == "auto_cluster":  # estimated per cluster, drawn over the whole set
-                broken = estimate_broken_share(broken, groups=clusters)
+            if method in found:  # estimated per cluster, drawn over the whole set
+                broken = estimate_broken_share(broken, groups=found[method])
             subset = select_instructions(scores, keep, strategy=method.split("_")[0],
                                          gamma=0.5, random_state=seed, groups=groups,
                                          broken=broken)

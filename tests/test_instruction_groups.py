@@ -120,16 +120,10 @@ def _planted_per_task(seed=0):
 def test_cli_default_finds_the_groups(tmp_path, monkeypatch, capsys, with_field):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    import skdlc._cli as cli
     import skdlc._instruction as mod
-    from test_instruction import _tiny_model, _tiny_tokenizer
+    from test_instruction import _tiny_cli
 
-    if "skdlc._cli.instructions" not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", ["skdlc._cli.instructions"])
-    tok = _tiny_tokenizer()
-    model_dir = tmp_path / "tiny"
-    _tiny_model(len(tok)).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    cli, model_dir = _tiny_cli(tmp_path, monkeypatch)
     scores, broken = _planted_per_task()
     recs = _records(50, tasks=("sentiment", "arithmetic"), seed=2)
     if not with_field:

@@ -112,16 +112,10 @@ def test_auto_with_another_signal_for_the_broken_pairs():
 def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    import skdlc._cli as cli
     import skdlc._instruction as mod
-    from test_instruction import DATA, _tiny_model, _tiny_tokenizer
+    from test_instruction import DATA, _tiny_cli
 
-    if "skdlc._cli.instructions" not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", ["skdlc._cli.instructions"])
-    tok = _tiny_tokenizer()
-    model_dir = tmp_path / "tiny"
-    _tiny_model(len(tok)).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    cli, model_dir = _tiny_cli(tmp_path, monkeypatch)
     scores, broken = _planted(80, 20, seed=4)
     recs = [dict(DATA[i % len(DATA)], id=i) for i in range(scores.size)]
     src = tmp_path / "data.jsonl"
