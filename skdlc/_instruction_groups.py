@@ -13,7 +13,8 @@ groups itself, in this order:
    instruction and input (reduced to :data:`N_COMPONENTS` dimensions and L2-normalised,
    so distances are cosine). The responses take no part: a broken pair keeps the prompt
    of its task, only its response is wrong. ``k`` runs over 2 .. ``min(MAX_CLUSTERS,
-   n // MIN_MEAN_CLUSTER)``; the fewest clusters whose silhouette is within
+   n // MIN_MEAN_CLUSTER)`` (fitted on at most :data:`FIT_SAMPLE` records); the fewest
+   clusters whose silhouette is within
    :data:`SILHOUETTE_SLACK` of the best one are chosen (fewer, larger groups give the
    mixture model more records), and no clusters at all when even the best silhouette is
    below :data:`MIN_SILHOUETTE` (the prompts form no groups: one task, or a mix without
@@ -50,6 +51,8 @@ SILHOUETTE_SLACK = 0.95
 N_COMPONENTS = 64
 #: Records the silhouette is computed on (a sample of larger sets).
 SILHOUETTE_SAMPLE = 3000
+#: Records k-means is fitted on (a sample of larger sets; every record is then assigned).
+FIT_SAMPLE = 5000
 
 
 @dataclass(frozen=True)
@@ -174,9 +177,11 @@ def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> Grouping:
     Z = TruncatedSVD(min(N_COMPONENTS, X.shape[1] - 1), random_state=random_state).fit_transform(X)
     Z = normalize(Z)
     sample = min(n, SILHOUETTE_SAMPLE)
+    rows = (np.arange(n) if n <= FIT_SAMPLE else
+            np.sort(np.random.default_rng(random_state).choice(n, FIT_SAMPLE, replace=False)))
     fits, sil = {}, {}
     for k in range(2, k_max + 1):
-        labels = KMeans(k, n_init=4, random_state=random_state).fit_predict(Z)
+        labels = KMeans(k, n_init=4, random_state=random_state).fit(Z[rows]).predict(Z)
         if np.unique(labels).size < 2:
             continue
         fits[k] = labels
