@@ -4,8 +4,8 @@ Reads records with ``instruction``, optional ``input`` and ``output`` fields (na
 configurable), scores every record with :class:`skdlc.InstructionScorer`
 (masked causal-LM complexity), estimates which records are broken pairs
 (:func:`skdlc.estimate_broken_share`, per value of ``--category-field``, else of a
-category-like field, else per cluster of the prompts: ``_instruction_groups``), keeps a subset (default: at random among the
-records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
+category-like field, else per cluster of the prompts: ``_instruction_groups``), keeps a
+subset (default: at random among the records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
 and the likely broken records) and the kept records unchanged: their original lines, byte for byte (line endings and a byte-order mark
 included), in input order. ``--with-scores`` adds one field holding the score (the
 records are then re-serialised as JSON, keeping each line's ending).
