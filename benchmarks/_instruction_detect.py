@@ -19,6 +19,27 @@ from skdlc import estimate_broken_share, select_instructions
 N_DRAWS = 50
 
 
+def groupings(pool, tasks):
+    """Groups the estimate can use: the task field, and what ``skdlc prune-instructions``
+    finds with the field removed (clusters of the prompts: its default on this pool), and a
+    harder case: clusters of the inputs alone (the shared task instruction removed where
+    there is an input). Returns ``{name: labels}`` and a description of each."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from skdlc._instruction_groups import find_groups
+
+    nocat = [{k: v for k, v in r.items() if k != "category"} for r in pool]
+    inputs = [{**r, "instruction": "" if r["input"] else r["instruction"]} for r in nocat]
+    out, info = {"per task": tasks}, {}
+    for name, recs in (("prompt clusters [new default]", nocat), ("input clusters", inputs)):
+        g = find_groups(recs)
+        labels = g.labels if g.labels is not None else np.array(["all"] * len(recs))
+        out[name] = labels
+        info[name] = {**g.to_dict(), "adjusted_rand_vs_tasks": round(float(
+            adjusted_rand_score(tasks, labels)), 4)}
+    return out, info
+
+
 def _pool_facts(args):
     from instruction_selection import pool_and_variants
 
@@ -57,6 +78,9 @@ SIGNALS = {"DLC score": lambda L, A: L.mean(1),
            "DLC minus response-only DLC": lambda L, A: L.mean(1) - A.mean(1)}
 
 
+CLI_SIGNAL = "DLC / response-only"
+
+
 def _auc(y, s):
     return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else None
 
@@ -65,6 +89,7 @@ def part_detect(raw, rates, args):
     from instruction_selection import broken_view
 
     pool, tasks, plan, variants, _ = _pool_facts(args)
+    groups, raw["grouping"] = groupings(pool, tasks)
     out = {}
     for rate in rates:
         view = broken_view(raw, rate)
@@ -77,23 +102,26 @@ def part_detect(raw, rates, args):
             res["per_kind"][name] = {k: _auc(y[(kinds == k) | ~y], s[(kinds == k) | ~y])
                                      for k in ("swap", "truncate", "format")}
         res["broken_per_task"] = {t: int(y[tasks == t].sum()) for t in np.unique(tasks)}
-        res["estimate"] = _estimates(view, tasks)
+        res["estimate"] = _estimates(view, groups)
         out[f"{rate:g}"] = res
         best = max(res["auroc"], key=lambda k: res["auroc"][k])
         print(f"{rate:.0%} broken: DLC AUROC {res['auroc'][next(iter(res['auroc']))]:.3f}; "
               f"best {best} {res['auroc'][best]:.3f}", flush=True)
     # the clean pool: what the estimate says when nothing is broken
-    out["0"] = {"estimate": _estimates(broken_view(raw, 0.0), tasks)}
+    out["0"] = {"estimate": _estimates(broken_view(raw, 0.0), groups)}
     raw["detect"] = out
 
 
-def _estimates(view, tasks):
-    """estimate_broken_share of each signal, whole set and per task, against the truth."""
+def _estimates(view, groupings):
+    """estimate_broken_share of each signal, whole set and per task (and, for the CLI's
+    signal, per found group), against the truth."""
     y = view["broken"]
     res = {}
     for name, f in SIGNALS.items():
         s = f(view["losses"], view["alone"])
-        for label, groups in (("whole set", None), ("per task", tasks)):
+        found = [(k, g) for k, g in groupings.items() if k != "per task"]
+        for label, groups in (("whole set", None), ("per task", groupings["per task"]),
+                              *(found if name == CLI_SIGNAL else [])):
             est = estimate_broken_share(s, groups=groups)
             fl = est.flagged
             res[f"{name}, {label}"] = {
@@ -107,21 +135,33 @@ def _estimates(view, tasks):
 def part_select(raw, rates, args):
     from instruction_selection import broken_view
 
-    _, tasks, _, _, _ = _pool_facts(args)
+    pool, tasks, _, _, _ = _pool_facts(args)
+    found, _ = groupings(pool, tasks)
     share0 = {t: float(np.mean(tasks == t)) for t in np.unique(tasks)}
-    rules = [("random", "random", None, None), ("flexrand", "flexrand", None, None),
-             ("easy", "easy", None, None),
-             ("auto on the DLC score", "auto", "DLC score", None),
-             ("auto on DLC / response-only [default]", "auto", "DLC / response-only", None),
-             ("auto on DLC / response-only, per task", "auto", "DLC / response-only", tasks),
-             ("flexrand, per task", "flexrand", None, tasks)]
+    # (label, strategy, signal, groups of the estimate, groups of the selection)
+    rules = [("random", "random", None, None, None),
+             ("flexrand", "flexrand", None, None, None),
+             ("easy", "easy", None, None, None),
+             ("auto on the DLC score, whole set", "auto", "DLC score", None, None),
+             ("auto on DLC / response-only, whole set [old default]", "auto", CLI_SIGNAL,
+              None, None),
+             ("auto on DLC / response-only, prompt clusters [new default, no field]", "auto",
+              CLI_SIGNAL, found["prompt clusters [new default]"], None),
+             ("auto on DLC / response-only, input clusters", "auto", CLI_SIGNAL,
+              found["input clusters"], None),
+             ("auto on DLC / response-only, per task [new default with the field]", "auto",
+              CLI_SIGNAL, tasks, tasks),
+             ("flexrand, per task", "flexrand", None, tasks, tasks)]
     out = {}
     for rate in (0.0, *rates):
         view = broken_view(raw, rate)
         dlc = view["losses"].mean(1)
         for keep in (0.5, 0.3):
-            for label, strategy, signal, groups in rules:
-                broken = None if signal is None else SIGNALS[signal](view["losses"], view["alone"])
+            for label, strategy, signal, est_groups, groups in rules:
+                broken = None
+                if signal is not None:
+                    broken = estimate_broken_share(
+                        SIGNALS[signal](view["losses"], view["alone"]), groups=est_groups)
                 kept_broken, drift = [], []
                 for seed in range(N_DRAWS):
                     idx = select_instructions(dlc, keep, strategy=strategy, gamma=0.5,

@@ -16,11 +16,13 @@ Protocol, sized for two shared CPU cores:
 - evaluation on the clean held-out records: mean response cross-entropy, token
   accuracy and exact match (every teacher-forced arg-max right, EOS included: what
   greedy decoding would produce), each macro-averaged over the tasks;
-- methods: Random, DLC+FlexRand (gamma 0.5, the paper's), the new default
-  (``select_instructions(strategy="auto")``), all without categories as the CLI's
-  defaults (``auto`` flags the broken pairs on DLC score / response-only loss, as
-  ``skdlc prune-instructions`` does); the full pool; seeds pair the subset draw, the
-  LoRA initialisation and the data order.
+- methods: Random, DLC+FlexRand (gamma 0.5, the paper's), ``auto`` (flags the broken
+  pairs on DLC score / response-only loss, as ``skdlc prune-instructions`` does) on the
+  whole set (the old CLI default), per prompt cluster (``auto_cluster``: the CLI default
+  on this pool with the category field removed: the clusters ``find_groups`` finds, the
+  draw over the whole set) and per task (``auto_task``: ``--category-field``, or the
+  default when the field is there); the full pool; seeds pair the subset draw, the LoRA
+  initialisation and the data order.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ import torch.nn.functional as F
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 METHODS = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5)",
-           "auto": "new default (auto)", "auto_task": "auto per task (--category-field)",
+           "auto": "auto on the whole set (old default)",
+           "auto_cluster": "new default: auto per prompt cluster (no category field)",
+           "auto_input_cluster": "auto per cluster of the inputs alone (a harder grouping)",
+           "auto_task": "auto per task (--category-field)",
            "easy": "DLC+easy", "full": "full pool"}
 
 
@@ -180,7 +185,7 @@ def evaluate(top, states, ids, n_resp, tasks, batch=32):
 def part_downstream(raw, args, save):
     from instruction_selection import all_records, broken_view, unmasked_pass
 
-    from skdlc import select_instructions
+    from skdlc import estimate_broken_share, select_instructions
     from skdlc._llm import load_causal_lm
 
     ds = raw.setdefault("downstream", {"runs": {}, "timings": {}})
@@ -208,6 +213,13 @@ def part_downstream(raw, args, save):
     save()
 
     tasks_pool = np.array([r["category"] for r in recs[:n_pool]])
+    found = {}
+    if {"auto_cluster", "auto_input_cluster"} & set(args.methods):
+        from _instruction_detect import groupings
+
+        g = groupings(recs[:n_pool], tasks_pool)[0]  # what the CLI finds without the field
+        found = {"auto_cluster": g["prompt clusters [new default]"],
+                 "auto_input_cluster": g["input clusters"]}
     plan = []
     for rate in args.rates:
         for keep in args.keeps:
@@ -227,9 +239,12 @@ def part_downstream(raw, args, save):
             subset = np.arange(n_pool)
         else:  # "auto" flags broken pairs on the CLI's signal, DLC score / response-only loss
             groups = tasks_pool if method == "auto_task" else None
-            subset = select_instructions(scores, keep, strategy=method.replace("_task", ""),
+            broken = scores / view["alone"][:, 0]
+            if method in found:  # estimated per cluster, drawn over the whole set
+                broken = estimate_broken_share(broken, groups=found[method])
+            subset = select_instructions(scores, keep, strategy=method.split("_")[0],
                                          gamma=0.5, random_state=seed, groups=groups,
-                                         broken=scores / view["alone"][:, 0])
+                                         broken=broken)
         h = hashlib.sha256(np.asarray(rows[subset]).tobytes() + str(seed).encode()).hexdigest()[:16]
         if key in ds["runs"] and ds["runs"][key].get("subset_hash") == h:
             continue

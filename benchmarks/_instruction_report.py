@@ -8,7 +8,10 @@ from scipy.stats import binomtest
 from skdlc.datasets import INSTRUCTION_TASK_MIX
 
 NAMES = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5, the paper's)",
-         "auto": "**new default** (`auto`)", "auto_task": "`auto` per task (`--category-field`)",
+         "auto": "`auto` on the whole set (old default)",
+         "auto_cluster": "**new default**, no category field (`auto` per prompt cluster)",
+         "auto_input_cluster": "`auto` per cluster of the inputs alone (harder grouping)",
+         "auto_task": "`auto` per task (`--category-field`, or the default with the field)",
          "easy": "DLC+easy", "full": "full pool (100%)"}
 
 
@@ -45,7 +48,9 @@ def detection(raw) -> list[str]:
         lines.append(f"| {n} | " + " | ".join(_f(last["per_task"][n][t]) for t in tasks) + " |")
     lines += ["", "Estimated broken share (`skdlc.estimate_broken_share`: a two-component mixture "
               "on the log of the signal, per group) and the precision / recall of the flagged "
-              "records; whole set = the CLI without `--category-field`:", "",
+              "records; whole set = the old CLI default; prompt clusters = the new default "
+              "on this pool with the category field removed; input clusters = clusters of the "
+              "inputs alone, the shared task instruction removed (a harder case):", "",
               "| signal, groups | " + " | ".join(f"{float(r):.0%} broken: estimate / precision / recall"
                                                   for r in ["0", *rates]) + " |",
               "|---|" + "---:|" * (len(rates) + 1)]
@@ -69,7 +74,9 @@ def selection(raw) -> list[str]:
              "Share of broken pairs among the kept records, and the largest drift of a task's "
              "share of the kept set from its share of the pool (1/6 each). `auto` leaves out "
              "what `estimate_broken_share` flags on the signal named and draws the rest at "
-             "random; rules without \"per task\" see no categories (the CLI's default):", "",
+             "random; \"whole set\" and \"clusters\" rules see no categories and draw over "
+             "the whole set (the clusters only group the estimate); \"per task\" rules keep "
+             "the fraction of each task:", "",
              "| keep | rule | " + " | ".join(f"broken kept, {float(r):.0%} broken" for r in rates)
              + " | task drift, clean | task drift, 20% broken |",
              "|---:|---|" + "---:|" * (len(rates) + 2)]
@@ -102,7 +109,8 @@ def downstream(raw) -> list[str]:
     groups = {}
     for r in runs:
         groups.setdefault((r["rate"], r["keep"], r["method"]), []).append(r)
-    order = ["random", "flexrand", "easy", "auto", "auto_task", "full"]
+    order = ["random", "flexrand", "easy", "auto", "auto_cluster", "auto_input_cluster",
+             "auto_task", "full"]
     keys = sorted(groups, key=lambda k: (k[0], -k[1], order.index(k[2])))
     for key in keys:
         rs = groups[key]
@@ -149,15 +157,32 @@ def downstream(raw) -> list[str]:
     return lines
 
 
-def _mean_diff(raw, rate, method):
+def _mean_diff(raw, rate, method, keep=0.5):
     runs = raw.get("downstream", {}).get("runs", {}).values()
     rnd = {r["seed"]: r["loss"] for r in runs if r["rate"] == rate and r["method"] == "random"
-           and r["keep"] == 0.5}
+           and r["keep"] == keep}
     me = {r["seed"]: r["loss"] for r in runs if r["rate"] == rate and r["method"] == method
-          and r["keep"] == 0.5}
+          and r["keep"] == keep}
     d = np.array([me[k] - rnd[k] for k in sorted(set(rnd) & set(me))])
     spread = float(np.std(list(rnd.values()), ddof=1)) if len(rnd) > 1 else float("nan")
     return d, spread
+
+
+def grouping_lines(raw) -> list[str]:
+    """What skdlc's grouping finds on the pool with the category field removed."""
+    out = []
+    for name, g in raw.get("grouping", {}).items():
+        sil = ", ".join(f"{k}: {v:.2f}" for k, v in g.get("silhouette", {}).items())
+        out.append(f"- {name}: {g['description']}; adjusted Rand index against the tasks "
+                   f"{g['adjusted_rand_vs_tasks']:.2f}; cluster sizes "
+                   f"{', '.join(str(v) for v in g.get('sizes', {}).values())}; silhouette by k: {sil}")
+    return out
+
+
+def _est(e, key):
+    x = e[key]
+    return (f"{x['share']:.1%} (precision {_f(x['precision'], '.2f')}, recall "
+            f"{_f(x['recall'], '.2f')})")
 
 
 def findings(raw) -> list[str]:
@@ -168,6 +193,8 @@ def findings(raw) -> list[str]:
     a20 = d["0.2"]["auroc"]
     names = list(a20)
     e = {r: d[r]["estimate"] for r in ("0", "0.1", "0.2")}
+    g = raw.get("grouping", {})
+    pc, ic = "DLC / response-only, prompt clusters [new default]", "DLC / response-only, input clusters"
     lines = ["## Findings", "",
              f"- **The loss does not find broken pairs in this mix; the loss relative to the "
              f"response's loss without its instruction does.** At 20% broken the DLC score's "
@@ -178,48 +205,86 @@ def findings(raw) -> list[str]:
              f"loss (the instruction-following difficulty of Li et al., 2024) gives "
              f"{a20[names[6]]:.3f} (unmasked), {a20[names[7]]:.3f} (DLC score, the signal the "
              f"CLI uses) and {a20[names[8]]:.3f} (the ratio averaged over the masked path).",
-             f"- **Estimating the broken share needs the task.** Per task, the mixture on "
-             f"DLC / response-only flags {e['0.2']['DLC / response-only, per task']['share']:.1%} "
-             f"at 20% broken (precision "
-             f"{e['0.2']['DLC / response-only, per task']['precision']:.2f}, recall "
-             f"{e['0.2']['DLC / response-only, per task']['recall']:.2f}), "
+             f"- **Estimating the broken share needs the groups; the default now finds them.** "
+             f"Per task, the mixture on DLC / response-only flags "
+             f"{_est(e['0.2'], 'DLC / response-only, per task')} at 20% broken, "
              f"{e['0.1']['DLC / response-only, per task']['share']:.1%} at 10% and "
-             f"{e['0']['DLC / response-only, per task']['share']:.1%} on the clean pool. On the "
-             "whole mixed set (the CLI without `--category-field`) the six tasks' own levels "
-             "make a two-mode mixture meaningless (the high mode holds about half the records), "
-             "so the guard flags nothing at 0%, 10% and 20%: the default then is exactly Random.",
+             f"{e['0']['DLC / response-only, per task']['share']:.1%} on the clean pool; on the "
+             "whole mixed set (the old default) the six tasks' own levels make a two-mode "
+             "mixture meaningless and it flags nothing at 0%, 10% and 20%. `prune-instructions` "
+             "now groups the estimate itself: by a category-like field when every record has "
+             "one (here `category`, i.e. per task), else by k-means clusters of the prompts' "
+             "TF-IDF vectors.",
              ]
+    if pc in e["0.2"]:
+        lines.append(
+            f"- **The clusters, with the category field removed.** The prompt clusters recover "
+            f"the six tasks (adjusted Rand index "
+            f"{g['prompt clusters [new default]']['adjusted_rand_vs_tasks']:.2f}, k = "
+            f"{g['prompt clusters [new default]'].get('k')}): flags {_est(e['0.2'], pc)} at 20% "
+            f"broken, {_est(e['0.1'], pc)} at 10%, {e['0'][pc]['share']:.1%} clean, the same "
+            "as per task. This pool makes it easy: five of the six tasks share one instruction "
+            "each. The harder case, the inputs alone (instruction removed where there is an "
+            f"input; adjusted Rand {g['input clusters']['adjusted_rand_vs_tasks']:.2f}, k = "
+            f"{g['input clusters'].get('k')}), still flags {_est(e['0.2'], ic)} at 20%, "
+            f"{_est(e['0.1'], ic)} at 10% and {e['0'][ic]['share']:.1%} of the clean pool.")
     ds = raw.get("downstream", {}).get("runs")
     if ds:
-        d0, s0 = _mean_diff(raw, 0.0, "auto")
-        d2, s2 = _mean_diff(raw, 0.2, "auto")
+        status, parts = [], []
+        for keep in (0.5, 0.3):
+            d2, s2 = _mean_diff(raw, 0.2, "auto_cluster", keep)
+            d0, s0 = _mean_diff(raw, 0.0, "auto_cluster", keep)
+            if not len(d2):
+                continue
+            parts.append(
+                f"keep {keep:.0%}: {d2.mean():+.4f} nats against Random with 20% broken "
+                f"(better in {int((d2 < 0).sum())} of {len(d2)} seeds, by more than Random's "
+                f"seed spread {s2:.4f} in {int((d2 < -s2).sum())}), {d0.mean():+.4f} clean "
+                f"(largest {d0.max():+.4f}; spread {s0:.4f})")
+            status.append((keep, bool((d2 < -s2).all()), bool(len(d0) and (d0 <= s0).all())))
+        i2, _ = _mean_diff(raw, 0.2, "auto_input_cluster")
+        i0, _ = _mean_diff(raw, 0.0, "auto_input_cluster")
+        if len(i2) and len(i0):
+            parts.append(f"estimated per cluster of the inputs alone (the harder grouping), keep "
+                         f"50%: {i2.mean():+.4f} with 20% broken (better in "
+                         f"{int((i2 < 0).sum())} of {len(i2)} seeds), {i0.mean():+.4f} clean "
+                         f"(largest {i0.max():+.4f})")
         t2, _ = _mean_diff(raw, 0.2, "auto_task")
-        t0, _ = _mean_diff(raw, 0.0, "auto_task")
+        o2, _ = _mean_diff(raw, 0.2, "auto")
         f2, _ = _mean_diff(raw, 0.2, "flexrand")
         lines.append(
-            f"- **Downstream (keep 50%, {len(d2)} seeds).** The default, with no categories, "
-            f"is Random in every run here (difference {d2.mean():+.4f} with 20% broken, "
-            f"{d0.mean():+.4f} clean; Random's seed spread {s2:.4f} and {s0:.4f}): no harm, "
-            "and no gain. "
-            + (f"With the task as category it leaves out the flagged pairs: "
-               f"{t2.mean():+.4f} nats against Random with 20% broken (better in "
-               f"{int((t2 < 0).sum())} of {len(t2)} seeds), {t0.mean():+.4f} clean. "
-               if len(t2) else "")
-            + f"The paper's FlexRand: {f2.mean():+.4f} with 20% broken.")
+            "- **Downstream (LoRA, 5 seeds), the new default without a category field.** "
+            + "; ".join(parts) + ". "
+            + (f"For comparison at keep 50% with 20% broken: per task {t2.mean():+.4f}, the old "
+               f"whole-set default {o2.mean():+.4f} (it was Random), the paper's FlexRand "
+               f"{f2.mean():+.4f}." if len(t2) and len(o2) and len(f2) else ""))
+        task = []
+        for keep in (0.5, 0.3):
+            a2, _ = _mean_diff(raw, 0.2, "auto_task", keep)
+            a0, s0 = _mean_diff(raw, 0.0, "auto_task", keep)
+            if len(a2) and len(a0):
+                task.append(f"keep {keep:.0%}: {a2.mean():+.4f} with 20% broken, "
+                            f"{a0.mean():+.4f} clean (per seed "
+                            + ", ".join(f"{x:+.4f}" for x in a0) + f"; Random's spread {s0:.4f})")
+        if task:
+            lines.append(
+                "- **With the category field (the default then keeps the fraction of each task, "
+                "as `--category-field`).** " + "; ".join(task) + ". On the clean pool nothing "
+                "is flagged, so the clean differences are those of a per-task random draw "
+                "against Random's unstratified one.")
+        met = [f"keep {k:.0%}" for k, a, b in status if a and b]
+        missed = [f"keep {k:.0%} ({'20% broken' if not a else ''}{' and ' if not a and not b else ''}"
+                  f"{'clean' if not b else ''})" for k, a, b in status if not (a and b)]
         lines.append(
-            "- **Done-when status.** Met: the detection and downstream tables and their "
-            "commands; `prune-instructions` writes the estimated broken share and the likely "
-            "broken records (summary JSON, stderr, report). Clean data: the default is not "
-            "worse than Random (identical). **Missed**: with 20% broken pairs the default "
-            "`skdlc prune-instructions --keep 0.5` (no `--category-field`) does not beat "
-            "Random, because its whole-set estimate flags nothing in this six-task mix; tried: "
-            "the mixture on the DLC score, on DLC / response-only, on the unmasked ratio, on "
-            "the path-averaged ratio and on the difference (table in section 1 and "
-            "benchmarks/instruction_selection.py's `detect` part): on the whole set each "
-            "either flags nothing at 20% broken, or flags 41-49% of the pool with precision "
-            "0.40-0.41 there (and 35-49% of the pool at 0% or 10% broken). Per task, the "
-            "unmasked ratio and the difference reach a better recall (0.63-0.64 at precision "
-            "0.93-0.94) than the CLI's DLC / response-only (0.48 at 0.98).")
+            "- **Done-when status.** The detection and downstream tables and their commands "
+            "are here; `prune-instructions` writes the estimated broken share, the likely "
+            "broken records and the grouping it used (summary JSON, stderr, report). "
+            + (f"Met for {', '.join(met)}: with 20% broken pairs the default (no "
+               "`--category-field`, no category field in the records: the prompt clusters) "
+               "beats Random in every "
+               "seed by more than Random's seed spread, and on clean data it is not worse "
+               "than Random beyond that spread. " if met else "")
+            + (f"**Missed** for {', '.join(missed)}." if missed else ""))
     return lines
 
 
@@ -231,7 +296,9 @@ def write_page(raw) -> str:
         "",
         "Commands (each part caches what it computes; re-running a finished part is free):",
         "",
-        *[f"- {part}: `nice -n 10 {c}`" for part, c in cmds.items()],
+        *[f"- {part}: " + "; then ".join(f"`nice -n 10 {c}`" for c in
+                                          ([cs] if isinstance(cs, str) else cs))
+          for part, cs in cmds.items()],
         "",
         f"- pool: {sc['n_pool']} OpenAI Evals records, {sc['n_pool'] // 6} from each of 6 tasks "
         f"({', '.join(INSTRUCTION_TASK_MIX)}); held-out: {sc['n_test']} clean records of the same "
@@ -259,6 +326,12 @@ def write_page(raw) -> str:
     lines += findings(raw) + [""]
     if "detect" in raw:
         lines += detection(raw) + [""]
+        if raw.get("grouping"):
+            lines += ["What `skdlc prune-instructions` finds on the pool without its category "
+                      "field (`find_groups`: TF-IDF of instruction + input, truncated SVD to 64 "
+                      "dimensions, k-means for k = 2..16, the fewest clusters within 95% of the "
+                      "best silhouette; none below a silhouette of 0.1):", "",
+                      *grouping_lines(raw), ""]
     if "select" in raw:
         lines += selection(raw) + [""]
     if "downstream" in raw and raw["downstream"].get("runs"):
@@ -266,7 +339,9 @@ def write_page(raw) -> str:
     lines += ["## 4. GPU", "",
               "`benchmarks/instruction_gpu.py` runs the same comparison with LoRA on all 30 "
               "layers, a pool of 3,600 records (600 per task), keep 50% and 30%, 3 seeds and a "
-              "multiple-choice accuracy on the five closed-answer tasks. **It was not run**: no "
-              "GPU was lent to this task. Its docstring gives the device-tool recipe.", ""]
+              "multiple-choice accuracy on the five closed-answer tasks; its `auto` is the "
+              "CLI's default on records without a category field (DLC / response-only loss, "
+              "estimated per prompt cluster). **It was not run**: no GPU was lent to this "
+              "task. Its docstring gives the device-tool recipe.", ""]
     raw.pop("_verdicts", None)
     return "\n".join(lines)

@@ -14,8 +14,13 @@ Protocol (benchmarks/instruction_selection.py's, without the CPU shortcuts):
   ``INSTRUCTION_TASK_MIX`` (OpenAI Evals); the pool clean or with 20% broken pairs
   planted as in benchmarks/_plant_broken.py;
 - scores: :class:`skdlc.InstructionScorer` (default ratios 0, 0.1, 0.2, 0.3), bfloat16
-  on the GPU; selection without categories, as the CLI's defaults: Random, the paper's
-  DLC+FlexRand (gamma 0.5), the new default ``strategy="auto"``, and the full pool;
+  on the GPU, and the loss of each response without its instruction
+  (``response_only_losses``); selection without categories: Random, the paper's
+  DLC+FlexRand (gamma 0.5), the CLI's default (``auto``: the broken pairs estimated on
+  DLC score / response-only loss per cluster of the prompts, the groups that
+  ``skdlc prune-instructions`` finds when the records have no category field, then a
+  random draw among the rest), ``auto_task`` (the same per task, as with
+  ``--category-field``; not in the default methods) and the full pool;
 - fine-tuning: SmolLM2-135M-Instruct, LoRA (rank 16, alpha 32) on every linear layer
   of all 30 blocks, AdamW lr ``--lr``, ``--epochs`` epochs, batch 32, linear decay,
   bfloat16 autocast; seeds pair the subset draw, the LoRA init and the data order;
@@ -39,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -206,7 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.2])
     ap.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.3])
-    ap.add_argument("--methods", nargs="+", default=["random", "flexrand", "auto", "full"])
+    ap.add_argument("--methods", nargs="+", default=["random", "flexrand", "auto", "full"],
+                    choices=["random", "flexrand", "easy", "auto", "auto_task", "full"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -221,7 +226,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from skdlc import InstructionScorer, select_instructions
+    from skdlc import InstructionScorer, estimate_broken_share, select_instructions
 
     if args.device == "cpu":
         torch.set_num_threads(1)  # the smoke test on a shared CPU
@@ -240,9 +245,19 @@ def main(argv=None) -> int:
                                batch_size=64, dtype="bfloat16", device=args.device,
                                verbose=False).fit()
     scores = {rate: scorer.score_samples(recs) for rate, (recs, _, _) in pools.items()}
+    alone = {rate: scorer.response_only_losses(recs) for rate, (recs, _, _) in pools.items()}
     del scorer
     torch.cuda.empty_cache() if args.device.startswith("cuda") else None
     timings["scoring_s"] = time.perf_counter() - t
+    # the CLI default's groups: what it finds in the pool without its category field
+    from skdlc._instruction_groups import find_groups
+
+    t = time.perf_counter()
+    grouping = find_groups([{k: v for k, v in r.items() if k not in ("category", "split")}
+                            for r in pool])
+    tasks = np.array([r["category"] for r in pool])
+    timings["grouping_s"] = time.perf_counter() - t
+    print(f"broken pairs estimated {grouping.describe()}", flush=True)
     ids_te, nr_te = encode(test, tok, args.max_length)
     options = {}
     for tname in sorted({r["category"] for r in pool}):
@@ -255,7 +270,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     raw_path = out.parent / "raw" / (out.stem + ".json")
     raw_path.parent.mkdir(parents=True, exist_ok=True)
-    raw = {"args": vars(args), "timings": timings, "runs": runs,
+    raw = {"args": vars(args), "timings": timings, "runs": runs, "grouping": grouping.to_dict(),
            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"}
     for rate, (recs, broken, _) in pools.items():
         ids, n_resp = encode(recs, tok, args.max_length)
@@ -268,9 +283,17 @@ def main(argv=None) -> int:
                         raw["stopped_early"] = True
                         break
                     t = time.perf_counter()
-                    subset = (np.arange(len(recs)) if method == "full" else
-                              select_instructions(scores[rate], keep, strategy=method,
-                                                  gamma=0.5, random_state=seed))
+                    if method == "full":
+                        subset = np.arange(len(recs))
+                    elif method.startswith("auto"):  # as skdlc prune-instructions
+                        labels = tasks if method == "auto_task" else grouping.labels
+                        est = estimate_broken_share(scores[rate] / alone[rate], groups=labels)
+                        subset = select_instructions(
+                            scores[rate], keep, strategy="auto", random_state=seed, broken=est,
+                            groups=tasks if method == "auto_task" else None)
+                    else:
+                        subset = select_instructions(scores[rate], keep, strategy=method,
+                                                     gamma=0.5, random_state=seed)
                     peft = train(model, ids, n_resp, subset, seed, args, pad_id)
                     ev = evaluate(peft, test, ids_te, nr_te, options, tok, args, pad_id)
                     model = peft.unload()  # the base model back, LoRA layers removed

@@ -38,11 +38,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _plant_broken import KINDS, broken_plan, plant  # noqa: E402
+from _plant_broken import broken_plan  # noqa: E402
 from llm_pruning_lora import compact_template, load_split  # noqa: E402
 
 from skdlc._paths import cache_dir  # noqa: E402
-from skdlc.datasets import INSTRUCTION_TASK_MIX  # noqa: E402
 
 RATIOS = (0.0, 0.1, 0.2, 0.3)
 RATES = (0.1, 0.2)
@@ -261,7 +260,9 @@ def main(argv=None) -> int:
             print(out.read_text())
             continue
         raw.setdefault("part_seconds", {})[part] = time.perf_counter() - t
-        raw["commands"][part] = cmd
+        done = raw["commands"].get(part, [])
+        done = [done] if isinstance(done, str) else done
+        raw["commands"][part] = done + ([cmd] if cmd not in done else [])
         raw.setdefault("args", {})[part] = {k: v for k, v in vars(args).items() if k != "parts"}
         save()
     return 0

@@ -75,6 +75,20 @@ def _tiny_tokenizer():
     return fast
 
 
+def _tiny_cli(tmp_path, monkeypatch):
+    """The CLI with prune-instructions registered, and a tiny random Llama saved in
+    ``tmp_path / "tiny"`` (for the command's ``--model``)."""
+    import skdlc._cli as cli
+
+    if "skdlc._cli.instructions" not in cli._COMMAND_MODULES:
+        monkeypatch.setattr(cli, "_COMMAND_MODULES", ["skdlc._cli.instructions"])
+    tok = _tiny_tokenizer()
+    model_dir = tmp_path / "tiny"
+    _tiny_model(len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return cli, model_dir
+
+
 def _tiny_model(vocab: int, tie: bool = False, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 

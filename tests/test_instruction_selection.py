@@ -112,16 +112,10 @@ def test_auto_with_another_signal_for_the_broken_pairs():
 def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    import skdlc._cli as cli
     import skdlc._instruction as mod
-    from test_instruction import DATA, _tiny_model, _tiny_tokenizer
+    from test_instruction import DATA, _tiny_cli
 
-    if "skdlc._cli.instructions" not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", ["skdlc._cli.instructions"])
-    tok = _tiny_tokenizer()
-    model_dir = tmp_path / "tiny"
-    _tiny_model(len(tok)).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    cli, model_dir = _tiny_cli(tmp_path, monkeypatch)
     scores, broken = _planted(80, 20, seed=4)
     recs = [dict(DATA[i % len(DATA)], id=i) for i in range(scores.size)]
     src = tmp_path / "data.jsonl"
@@ -134,13 +128,14 @@ def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mod.InstructionScorer, "response_only_losses",
                         lambda self, X: alone(self, X) * 0 + 2.0)  # the signal: scores / 2
     out = tmp_path / "kept.jsonl"
+    # the whole set as one group (the default would cluster these five prompts)
     rc = cli.main(["prune-instructions", str(src), "--keep", "0.5", "--model", str(model_dir),
-                   "--mask-ratios", "0", "--out", str(out), "--quiet"])
+                   "--mask-ratios", "0", "--out", str(out), "--quiet", "--grouping", "none"])
     assert rc == 0
     err = capsys.readouterr().err
     summary = json.loads((tmp_path / "kept_summary.json").read_text(encoding="utf-8"))
     est = estimate_broken_share(scores / 2.0)
-    assert summary["strategy"] == "auto"
+    assert summary["strategy"] == "auto" and summary["grouping"]["method"] == "none"
     assert summary["estimated_broken_share"] == pytest.approx(est.share)
     assert summary["n_likely_broken"] == len(summary["likely_broken"]) == est.n_flagged > 0
     lines = [s["line"] for s in summary["likely_broken"]]
@@ -158,7 +153,7 @@ def test_cli_writes_broken_share_and_records(tmp_path, monkeypatch, capsys):
     # another strategy still reports the estimate; --no-report still writes the summary
     rc = cli.main(["prune-instructions", str(src), "--keep", "0.5", "--model", str(model_dir),
                    "--mask-ratios", "0", "--out", str(out), "--quiet", "--strategy", "flexrand",
-                   "--no-report"])
+                   "--no-report", "--grouping", "none"])
     assert rc == 0
     summary = json.loads((tmp_path / "kept_summary.json").read_text(encoding="utf-8"))
     assert summary["strategy"] == "flexrand" and summary["n_likely_broken"] == est.n_flagged

@@ -3,8 +3,9 @@
 Reads records with ``instruction``, optional ``input`` and ``output`` fields (names
 configurable), scores every record with :class:`skdlc.InstructionScorer`
 (masked causal-LM complexity), estimates which records are broken pairs
-(:func:`skdlc.estimate_broken_share`), keeps a subset (default: at random among the
-records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
+(:func:`skdlc.estimate_broken_share`, per value of ``--category-field``, else of a
+category-like field, else per cluster of the prompts: ``_instruction_groups``), keeps a
+subset (default: at random among the records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
 and the likely broken records) and the kept records unchanged: their original lines, byte for byte (line endings and a byte-order mark
 included), in input order. ``--with-scores`` adds one field holding the score (the
 records are then re-serialised as JSON, keeping each line's ending).
@@ -110,7 +111,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "rest at random; flexrand: the paper's sampler; the others are "
                         "ablations")
     s.add_argument("--category-field", default=None, metavar="FIELD",
-                   help="prune each value of this field separately (like classes)")
+                   help="prune each value of this field separately (like classes), and "
+                        "estimate its broken pairs on its own")
+    s.add_argument("--grouping", default="auto", choices=["auto", "clusters", "none"],
+                   help="without --category-field, the groups the broken pairs are "
+                        "estimated in: auto (default): a category-like field (category, "
+                        "task, source, type, ... with 2 to n/10 values) if every record has "
+                        "one, else clusters of the prompts; clusters: always the clusters; "
+                        "none: the whole set")
     s.add_argument("--seed", type=int, default=0, help="seeds the ratios and the selection")
     f = p.add_argument_group("fields and output")
     f.add_argument("--instruction-field", default="instruction")
@@ -173,18 +181,36 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{src}: {exc}") from None
     n = len(data.records)
 
-    groups = None
-    if args.category_field is not None:
-        missing = [ln for r, ln in zip(data.records, data.line_numbers)
-                   if args.category_field not in r]
+    # The groups the broken pairs are estimated in: the --category-field, else a
+    # category-like field or clusters of the prompts (skdlc/_instruction_groups.py).
+    # The kept fraction is per group for a category field (named or found), never per
+    # cluster (clusters are an estimate: selection then runs over the whole set).
+    grouping, category = None, args.category_field
+    if category is None:
+        from .._instruction_groups import find_groups
+
+        grouping = find_groups(data.records, instruction_field=args.instruction_field,
+                               input_field=args.input_field, output_field=args.output_field,
+                               method=args.grouping, random_state=args.seed)
+        category = grouping.field
+    else:
+        missing = [ln for r, ln in zip(data.records, data.line_numbers) if category not in r]
         if missing:
             raise CLIError(
-                f"--category-field {args.category_field!r}: missing in {len(missing)} "
+                f"--category-field {category!r}: missing in {len(missing)} "
                 f"record(s), first at line {missing[0]}"
             )
-        groups = [json.dumps(r[args.category_field], sort_keys=True) for r in data.records]
         if isinstance(args.keep, int):
             raise CLIError("--keep must be a fraction with --category-field")
+    if category is not None:
+        est_groups = [json.dumps(r[category], sort_keys=True) for r in data.records]
+    else:
+        est_groups = None if grouping is None else grouping.labels
+    groups = est_groups if category is not None and not isinstance(args.keep, int) else None
+    args.category = category
+    args.grouping_info = ({"method": "field", "field": category, "n_groups": len(set(est_groups)),
+                           "description": f"per value of --category-field {category!r}"}
+                          if grouping is None else grouping.to_dict())
     if isinstance(args.keep, int) and args.keep > n:
         raise CLIError(f"--keep {args.keep} is more than the {n} records in {src}")
     if args.with_scores:
@@ -235,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     # without: the ratio of the two losses, per group (benchmarks/results/
     # instruction_selection.md: AUROC ~0.9 where the loss alone gives ~0.65).
     signal = scores / np.maximum(alone, 1e-9)
-    broken = estimate_broken_share(signal, groups=groups)
+    broken = estimate_broken_share(signal, groups=est_groups)
     idx = select_instructions(scores, args.keep, gamma=args.gamma, strategy=args.strategy,
                               groups=groups, random_state=args.seed, broken=broken)
     if idx.size == 0:  # pragma: no cover - select keeps at least one per group
@@ -263,25 +289,26 @@ def run(args: argparse.Namespace) -> int:
 
     report_dir = out.with_name(out.stem + "_report")
     summary_path = out.with_name(out.stem + "_summary.json")
-    suspects = _likely_broken(args, data, scores, signal, idx, groups, broken)
+    suspects = _likely_broken(args, data, scores, signal, idx, est_groups, broken)
     # One set: the kept records, the summary and the report beside them appear together
     # (a report of an earlier run is removed under --no-report); the JSONL goes last.
     # swap=False: out's folder is the user's, not ours.
     with output_set(out.parent, [report_dir.name, summary_path.name, out.name], swap=False) as tmp:
         if not args.no_report:
-            _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, groups, src,
+            _write_report(tmp / report_dir.name, args, data, scorer, scores, idx, est_groups, src,
                           t0, t1, t2, t3, suspects)
         _write_summary(tmp / summary_path.name, args, src, scorer, n, idx, broken, suspects,
                        {"model load": t1 - t0, "scoring": t2 - t1, "response-only loss": t3 - t2})
         written = write_jsonl(tmp / out.name, lines(), bom=data.bom)
     ratios = ", ".join(f"{r:g}" for r in scorer.mask_ratios_)
-    per = f" per {args.category_field!r}" if groups is not None else ""
+    per = f" per {category!r}" if groups is not None else ""
     _say(f"read {n} records from {src}")
     _say(f"scored with {scorer.model_source_} at mask ratios ({ratios}): "
          f"{t2 - t1:.1f} s ({n / max(t2 - t1, 1e-9):.1f} records/s; model load {t1 - t0:.1f} s)")
     if scorer.n_truncated_:
         _say(f"{scorer.n_truncated_} of {n} records were longer than --max-length "
              f"{args.max_length} tokens and were truncated for scoring (not in the output)")
+    _say(f"broken pairs estimated {args.grouping_info['description']}")
     _say(_broken_line(broken, n, args.strategy))
     if suspects:
         lines_ = ", ".join(str(s["line"]) for s in suspects[:10])
@@ -314,8 +341,10 @@ def _likely_broken(args, data, scores, signal, idx, groups, broken) -> list[dict
         item = {"record": i, "line": int(data.line_numbers[i]),
                 "score": round(float(scores[i]), 6), "signal": round(float(signal[i]), 6),
                 "kept": i in kept}
-        if groups is not None:
-            item["category"] = rec[args.category_field]
+        if args.category is not None:
+            item["category"] = rec[args.category]
+        elif groups is not None:
+            item["group"] = str(groups[i])
         item["output"] = str(rec[args.output_field])[:80]
         out.append(item)
     return out
@@ -331,6 +360,7 @@ def _write_summary(path, args, src, scorer, n, idx, broken, suspects, timings) -
         "n_truncated": int(scorer.n_truncated_),
         "estimated_broken_share": round(float(broken.share), 6),
         "broken_signal": "DLC score / loss of the response without its instruction",
+        "grouping": args.grouping_info,
         "n_likely_broken": broken.n_flagged,
         "broken_fit": broken.to_dict()["groups"],
         "likely_broken": suspects,
@@ -350,7 +380,8 @@ def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, 
     kept[idx] = True
     labels = None
     if groups is not None:
-        labels = [r[args.category_field] if isinstance(r[args.category_field], str) else g
+        labels = [str(g) if args.category is None else
+                  r[args.category] if isinstance(r[args.category], str) else g
                   for r, g in zip(data.records, groups)]
     write_report(
         folder, scores=scores, kept=kept, texts=data.raw, labels=labels,
@@ -360,7 +391,8 @@ def _write_report(folder, args, data, scorer, scores, idx, groups, src, t0, t1, 
         command=["skdlc", *sys.argv[1:]],
         info={"data": str(src), "model": scorer.model_source_, "mask ratios": list(scorer.mask_ratios_),
               "keep": args.keep, "strategy": args.strategy, "gamma": args.gamma,
-              "category field": args.category_field},
+              "category field": args.category_field,
+              "broken pairs estimated": args.grouping_info["description"]},
         title=f"skdlc prune-instructions: {src.name}")
 
 
