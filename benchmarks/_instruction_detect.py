@@ -26,13 +26,13 @@ def groupings(pool, tasks):
     there is an input). Returns ``{name: labels}`` and a description of each."""
     from sklearn.metrics import adjusted_rand_score
 
-    from skdlc._instruction_groups import find_groups
+    from skdlc._instruction_groups import find_instruction_groups
 
     nocat = [{k: v for k, v in r.items() if k != "category"} for r in pool]
     inputs = [{**r, "instruction": "" if r["input"] else r["instruction"]} for r in nocat]
     out, info = {"per task": tasks}, {}
     for name, recs in (("prompt clusters [new default]", nocat), ("input clusters", inputs)):
-        g = find_groups(recs)
+        g = find_instruction_groups(recs)
         labels = g.labels if g.labels is not None else np.array(["all"] * len(recs))
         out[name] = labels
         info[name] = {**g.to_dict(), "adjusted_rand_vs_tasks": round(float(

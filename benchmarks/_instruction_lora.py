@@ -19,7 +19,7 @@ Protocol, sized for two shared CPU cores:
 - methods: Random, DLC+FlexRand (gamma 0.5, the paper's), ``auto`` (flags the broken
   pairs on DLC score / response-only loss, as ``skdlc prune-instructions`` does) on the
   whole set (the old CLI default), per prompt cluster (``auto_cluster``: the CLI default
-  on this pool with the category field removed: the clusters ``find_groups`` finds, the
+  on this pool with the category field removed: the clusters ``find_instruction_groups`` finds, the
   draw over the whole set) and per task (``auto_task``: ``--category-field``, or the
   default when the field is there); the full pool; seeds pair the subset draw, the LoRA
   initialisation and the data order.

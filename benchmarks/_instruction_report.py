@@ -328,7 +328,7 @@ def write_page(raw) -> str:
         lines += detection(raw) + [""]
         if raw.get("grouping"):
             lines += ["What `skdlc prune-instructions` finds on the pool without its category "
-                      "field (`find_groups`: TF-IDF of instruction + input, truncated SVD to 64 "
+                      "field (`find_instruction_groups`: TF-IDF of instruction + input, truncated SVD to 64 "
                       "dimensions, k-means for k = 2..16, the fewest clusters within 95% of the "
                       "best silhouette; none below a silhouette of 0.1):", "",
                       *grouping_lines(raw), ""]

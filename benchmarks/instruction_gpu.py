@@ -250,10 +250,10 @@ def main(argv=None) -> int:
     torch.cuda.empty_cache() if args.device.startswith("cuda") else None
     timings["scoring_s"] = time.perf_counter() - t
     # the CLI default's groups: what it finds in the pool without its category field
-    from skdlc._instruction_groups import find_groups
+    from skdlc._instruction_groups import find_instruction_groups
 
     t = time.perf_counter()
-    grouping = find_groups([{k: v for k, v in r.items() if k not in ("category", "split")}
+    grouping = find_instruction_groups([{k: v for k, v in r.items() if k not in ("category", "split")}
                             for r in pool])
     tasks = np.array([r["category"] for r in pool])
     timings["grouping_s"] = time.perf_counter() - t

@@ -28,6 +28,8 @@ _LAZY = {
     "select_instructions": "._instruction",
     "estimate_broken_share": "._broken_pairs",
     "BrokenPairs": "._broken_pairs",
+    "find_instruction_groups": "._instruction_groups",
+    "InstructionGroups": "._instruction_groups",
     "RayBackend": "._distributed",  # backend=RayBackend(address=..., num_gpus=...)
     "TorchSettings": "._engine_settings",  # engine=TorchSettings(precision=..., ...)
     "OnnxSettings": "._engine_settings",  # engine=OnnxSettings(threads=..., ...)
@@ -62,6 +64,8 @@ __all__ = [
     "select_instructions",
     "estimate_broken_share",
     "BrokenPairs",
+    "find_instruction_groups",
+    "InstructionGroups",
     "RayBackend",
     "TorchSettings",
     "OnnxSettings",
@@ -110,6 +114,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from ._engine_settings import OnnxSettings, TorchSettings
     from ._broken_pairs import BrokenPairs, estimate_broken_share
     from ._instruction import InstructionScorer, select_instructions
+    from ._instruction_groups import InstructionGroups, find_instruction_groups
     from ._onnx import OnnxDLCModel
     from ._sampler import FlexRandSampler
     from ._scorer import DLCScorer

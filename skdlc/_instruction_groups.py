@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["CATEGORY_FIELDS", "Grouping", "cluster_prompts", "find_category_field",
-           "find_groups"]
+__all__ = ["CATEGORY_FIELDS", "InstructionGroups", "cluster_prompts", "find_category_field",
+           "find_instruction_groups"]
 
 #: Field names taken as a task/category column, in order of preference.
 CATEGORY_FIELDS = ("category", "task", "task_name", "task_type", "source", "dataset",
@@ -56,7 +56,7 @@ FIT_SAMPLE = 5000
 
 
 @dataclass(frozen=True)
-class Grouping:
+class InstructionGroups:
     """How the records were grouped for the broken-pair estimate.
 
     Attributes
@@ -150,10 +150,10 @@ def find_category_field(records: Sequence[dict], exclude: Sequence[str] = ()) ->
     return None
 
 
-def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> Grouping:
+def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> InstructionGroups:
     """Cluster prompt texts (TF-IDF, truncated SVD, k-means); k by silhouette.
 
-    See the module docstring for the rule. Returns a :class:`Grouping` with
+    See the module docstring for the rule. Returns a :class:`InstructionGroups` with
     ``method="clusters"`` and labels ``"cluster 0"``, ... (ordered by each cluster's
     first record), or ``method="none"`` with the reason.
     """
@@ -166,14 +166,14 @@ def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> Grouping:
     n = len(texts)
     k_max = min(MAX_CLUSTERS, n // MIN_MEAN_CLUSTER)
     if k_max < 2:
-        return Grouping("none", None, detail={
+        return InstructionGroups("none", None, detail={
             "reason": f"too few records to cluster ({n}; {2 * MIN_MEAN_CLUSTER} needed)"})
     try:
         X = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=20000).fit_transform(texts)
     except ValueError:  # no term occurs twice
         X = None
     if X is None or X.shape[1] < 3:
-        return Grouping("none", None, detail={"reason": "the prompts share too few words"})
+        return InstructionGroups("none", None, detail={"reason": "the prompts share too few words"})
     Z = TruncatedSVD(min(N_COMPONENTS, X.shape[1] - 1), random_state=random_state).fit_transform(X)
     Z = normalize(Z)
     sample = min(n, SILHOUETTE_SAMPLE)
@@ -192,18 +192,18 @@ def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> Grouping:
     if best < MIN_SILHOUETTE:
         detail["reason"] = (f"the prompts form no clusters (best silhouette {best:.2f} < "
                             f"{MIN_SILHOUETTE})")
-        return Grouping("none", None, detail=detail)
+        return InstructionGroups("none", None, detail=detail)
     k = min(k for k, v in sil.items() if v >= SILHOUETTE_SLACK * best)
     raw = fits[k]
     _, first = np.unique(raw, return_index=True)
     rank = np.argsort(np.argsort(first))  # cluster names in order of first appearance
     labels = np.array([f"cluster {rank[c]}" for c in raw], dtype=object)
-    return Grouping("clusters", labels, detail={"k": k, **detail})
+    return InstructionGroups("clusters", labels, detail={"k": k, **detail})
 
 
-def find_groups(records: Sequence[dict], *, instruction_field: str = "instruction",
+def find_instruction_groups(records: Sequence[dict], *, instruction_field: str = "instruction",
                 input_field: str = "input", output_field: str = "output",
-                method: str = "auto", random_state: int = 0) -> Grouping:
+                method: str = "auto", random_state: int = 0) -> InstructionGroups:
     """Groups for the broken-pair estimate: a category-like field, else prompt clusters.
 
     Parameters
@@ -213,19 +213,39 @@ def find_groups(records: Sequence[dict], *, instruction_field: str = "instructio
     instruction_field, input_field, output_field : str
         The text fields (never taken as a category; the first two are clustered).
     method : {"auto", "clusters", "none"}, default="auto"
-        ``"auto"``: a field (:func:`find_category_field`) if there is one, else
-        :func:`cluster_prompts`; ``"clusters"``: always cluster; ``"none"``: one group.
+        ``"auto"``: a field (a category-like field) if there is one, else
+        clusters of the prompts; ``"clusters"``: always cluster; ``"none"``: one group.
     random_state : int, default=0
         Seeds the SVD, k-means and the silhouette sample.
+
+    Returns
+    -------
+    InstructionGroups
+        ``labels`` is the group of each record (``None``: one group); ``describe()``
+        says which rule found them.
+
+    Examples
+    --------
+    The broken-pair estimate per group, as ``skdlc prune-instructions`` makes it:
+
+    >>> from skdlc import estimate_broken_share, find_instruction_groups
+    >>> records = [{"instruction": "Is it sarcastic?", "input": f"text {i}", "output": "no",
+    ...             "task": "sarcasm" if i < 20 else "quartz"} for i in range(40)]
+    >>> g = find_instruction_groups(records)
+    >>> g.method, g.field, g.n_groups
+    ('field', 'task', 2)
+
+    then ``estimate_broken_share(signal, groups=g.labels)`` and
+    ``select_instructions(scores, 0.5, broken=...)``.
     """
     if method not in ("auto", "clusters", "none"):
         raise ValueError(f"method must be 'auto', 'clusters' or 'none', got {method!r}")
     if method == "none":
-        return Grouping("none", None, detail={"reason": "grouping turned off"})
+        return InstructionGroups("none", None, detail={"reason": "grouping turned off"})
     if method == "auto":
         key = find_category_field(records, exclude=(instruction_field, input_field, output_field))
         if key is not None:
             labels = np.array([_scalar_key(r[key]) for r in records], dtype=object)
-            return Grouping("field", labels, field=key)
+            return InstructionGroups("field", labels, field=key)
     texts = [f"{r.get(instruction_field, '')}\n\n{r.get(input_field, '') or ''}" for r in records]
     return cluster_prompts([str(t) for t in texts], random_state=random_state)

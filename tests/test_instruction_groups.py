@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from skdlc import estimate_broken_share
-from skdlc._instruction_groups import cluster_prompts, find_category_field, find_groups
+from skdlc._instruction_groups import cluster_prompts, find_category_field, find_instruction_groups
 
 VOCAB = {
     "sentiment": "movie film great boring plot actor loved hated scene ending".split(),
@@ -92,15 +92,15 @@ def test_no_clusters_in_one_task_or_too_few_records():
 
 def test_find_groups_order_and_methods():
     recs = _records(50)
-    assert find_groups(recs).method == "field"
-    assert find_groups(recs).field == "task"
-    assert find_groups(recs, method="clusters").method == "clusters"
-    assert find_groups(recs, method="none").labels is None
+    assert find_instruction_groups(recs).method == "field"
+    assert find_instruction_groups(recs).field == "task"
+    assert find_instruction_groups(recs, method="clusters").method == "clusters"
+    assert find_instruction_groups(recs, method="none").labels is None
     nofield = [{k: v for k, v in r.items() if k != "task"} for r in recs]
-    g = find_groups(nofield)
+    g = find_instruction_groups(nofield)
     assert g.method == "clusters" and g.to_dict()["sizes"] == {f"cluster {i}": 50 for i in range(3)}
     with pytest.raises(ValueError, match="method must be"):
-        find_groups(recs, method="kmeans")
+        find_instruction_groups(recs, method="kmeans")
 
 
 # ---------------------------------------------------------------------------- CLI

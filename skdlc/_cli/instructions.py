@@ -4,7 +4,7 @@ Reads records with ``instruction``, optional ``input`` and ``output`` fields (na
 configurable), scores every record with :class:`skdlc.InstructionScorer`
 (masked causal-LM complexity), estimates which records are broken pairs
 (:func:`skdlc.estimate_broken_share`, per value of ``--category-field``, else of a
-category-like field, else per cluster of the prompts: ``_instruction_groups``), keeps a
+category-like field, else per cluster of the prompts: :func:`skdlc.find_instruction_groups`), keeps a
 subset (default: at random among the records not flagged as broken), writes ``OUT_summary.json`` (the estimated broken share
 and the likely broken records) and the kept records unchanged: their original lines, byte for byte (line endings and a byte-order mark
 included), in input order. ``--with-scores`` adds one field holding the score (the
@@ -187,9 +187,9 @@ def run(args: argparse.Namespace) -> int:
     # cluster (clusters are an estimate: selection then runs over the whole set).
     grouping, category = None, args.category_field
     if category is None:
-        from .._instruction_groups import find_groups
+        from .._instruction_groups import find_instruction_groups
 
-        grouping = find_groups(data.records, instruction_field=args.instruction_field,
+        grouping = find_instruction_groups(data.records, instruction_field=args.instruction_field,
                                input_field=args.input_field, output_field=args.output_field,
                                method=args.grouping, random_state=args.seed)
         category = grouping.field
