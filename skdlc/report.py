@@ -189,7 +189,8 @@ def write_report(
     likely_broken : sequence of mapping, default=None
         Records flagged as likely broken pairs (``skdlc prune-instructions``), hardest
         first: each with ``record`` (index) and optionally ``line``, ``score``,
-        ``category``, ``kept``. Given: a "Likely broken pairs" section lists them.
+        ``category`` (or ``group``, a prompt cluster), ``kept``. Given: a "Likely broken
+        pairs" section lists them.
     max_classes : int, default=20
         Classes with figures and thumbnails (the counts table lists all).
     n_examples : int, default=6
@@ -426,13 +427,13 @@ def _likely_broken(items, n, kept, texts, max_items) -> Section:
             f"{f'; first {max_items} shown' if len(items) > max_items else ''}.</p>")
     if not items:
         return Section("broken", "Likely broken pairs", note + "<p>No record flagged.</p>")
-    rows = [(it.get("line", it["record"]), it.get("category", ""),
+    rows = [(it.get("line", it["record"]), it.get("category", it.get("group", "")),
              f"{float(it['score']):.4g}" if "score" in it else "",
              "yes" if it.get("kept", kept[it["record"]]) else "",
              truncate(texts[it["record"]], 100) if texts is not None else "")
             for it in items[:max_items]]
     return Section("broken", "Likely broken pairs",
-                   note + table(("line", "category", "score", "kept", "record"), rows, numeric=(0, 2)))
+                   note + table(("line", "category / group", "score", "kept", "record"), rows, numeric=(0, 2)))
 
 
 def _run(timings, command, versions) -> Section:
