@@ -410,20 +410,57 @@ def stage_herding(args) -> dict:
 # ----------------------------------------------------------------------------- selection
 _SELECTION_CHILD = r"""
 import numpy as np
-rng = np.random.default_rng(0)
 n, k, d = cfg["rows"], cfg["classes"], 1280
-y = rng.integers(0, k, n)
-E = (rng.standard_normal((k, d), dtype=np.float32) * 1.5)[y] + rng.standard_normal((n, d), dtype=np.float32)
-Xt = np.hstack([E, rng.random((n, k), dtype=np.float32)])  # [embedding | per-class losses]
-del E
+rng = np.random.default_rng(0)
+y_true = rng.integers(0, k, n)
+flip = rng.random(n) < 0.1  # 10% wrong labels, as in the selection benchmark's noisy cells
+y = np.where(flip, (y_true + rng.integers(1, max(k, 2), n)) % k, y_true)
+# class means 5 noise sd apart at 10 classes (a probe is not at its ceiling), further
+# apart with more classes (each has fewer rows in the comparison's sample)
+means = rng.standard_normal((k, d), dtype=np.float32) * np.float32(0.1 * np.sqrt(k / 10))
+# [embedding | per-class losses], float32, written block by block (no full-size temporary):
+# the embedding follows the true class; the own-label loss is higher for wrong labels
+Xt = np.empty((n, d + k), dtype=np.float32)
+for a in range(0, n, 65536):
+    b = min(n, a + 65536)
+    Xt[a:b, :d] = rng.standard_normal((b - a, d), dtype=np.float32)
+    Xt[a:b, :d] += means[y_true[a:b]]
+    L = Xt[a:b, d:]
+    L[:] = rng.random((b - a, k), dtype=np.float32) + 1.0
+    L[np.arange(b - a), y[a:b]] = (rng.gamma(2.0, 0.25, b - a) + 2.0 * flip[a:b]).astype(np.float32)
+del L
+data_rss = hwm()
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS from here on: the stage's own
+except OSError:
+    pass
 base = hwm()
-from skdlc import SelectionSampler
+from skdlc import FlexRandSampler, SelectionSampler
+from skdlc._selection_search import candidate_name
+
+def herding():
+    # the stage's costliest last step: herding chosen, selecting from every row
+    if not cfg["herding"]:
+        return {}
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    t = time.perf_counter()
+    FlexRandSampler(0.3, strategy="herding").fit(Xt, y)
+    return {"herding_s": time.perf_counter() - t, "herding_peak_rss": hwm()}
+
 t = time.perf_counter()
-s = SelectionSampler(keep_ratio=0.3, random_state=0).fit(Xt, y)
+s = SelectionSampler(keep_ratio=0.3, random_state=0, max_cv_samples=cfg["max_cv_samples"] or None).fit(Xt, y)
 t_fit = time.perf_counter() - t
+r = s.cv_results_
 print("RESULT " + json.dumps({"rows": n, "classes": k, "fit_s": t_fit, "kept": int(len(s.sample_indices_)),
-                              "chosen": s.best_params_.get("strategy") if hasattr(s, "best_params_") else None,
-                              "peak_rss": hwm(), "data_rss": base}))
+                              "chosen": candidate_name(s.best_params_), "strategy": s.strategy_,
+                              "n_cv_samples": int(s.n_cv_samples_), "max_cv_samples": cfg["max_cv_samples"],
+                              "input_bytes": int(Xt.nbytes), "data_rss": data_rss, "base_rss": base,
+                              "peak_rss": hwm(), "kept_wrong_labels": float(flip[s.sample_indices_].mean()),
+                              "table": {c: float(m) for c, m in zip(r["candidate"], r["mean_test_score"])},
+                              "sem": {c: float(m) for c, m in zip(r["candidate"], r["sem_test_score"])},
+                              **herding()}))
 """
 
 
@@ -432,11 +469,15 @@ def stage_selection(args) -> dict:
     out = {}
     for n in args.rows:
         for k in args.classes:
-            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k},
+            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k,
+                                            "max_cv_samples": args.max_cv_samples,
+                                            "herding": args.herding},
                          f"selection at {n} rows")
-            print(f"selection {n} rows x {k} classes: {res['fit_s']:.1f} s, "
-                  f"peak {res['peak_rss'] / 2**30:.2f} GiB", flush=True)
-            out[f"{n}|{k}"] = res
+            print(f"selection {n} rows x {k} classes (cv on {res['n_cv_samples']} rows): {res['fit_s']:.1f} s, "
+                  f"input {res['input_bytes'] / 2**30:.2f} GiB, stage peak {res['peak_rss'] / 2**30:.2f} GiB "
+                  f"(above the input: {(res['peak_rss'] - res['base_rss']) / 2**30:.2f} GiB), "
+                  f"chosen {res['chosen']}", flush=True)
+            out[f"{n}|{k}|{args.max_cv_samples}"] = res
     return out
 
 
@@ -581,6 +622,9 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-max", type=int, default=20000)
     ap.add_argument("--rows", type=int, nargs="+", default=[20000])
     ap.add_argument("--classes", type=int, nargs="+", default=[10])
+    ap.add_argument("--max-cv-samples", type=int, default=10000, help="selection: 0 for every row")
+    ap.add_argument("--herding", action="store_true",
+                    help="selection: also time the final selection by herding from every row")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.stage != "report":
