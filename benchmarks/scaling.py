@@ -481,6 +481,63 @@ def stage_selection(args) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- ray
+_RAY_CHILD = r"""
+import numpy as np
+seen = {}
+if cfg["backend"] == "ray":
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+import skdlc._selection_sampler as ss
+fit = ss.SelectionSampler.fit
+def recorded(self, X, y):  # what the selection stage receives on the driver
+    seen.update(dtype=str(np.asarray(X).dtype), shape=list(np.shape(X)), bytes=int(np.asarray(X).nbytes),
+                rss_before=hwm())
+    return fit(self, X, y)
+ss.SelectionSampler.fit = recorded
+from skdlc._cli import main
+t = time.perf_counter()
+rc = main(cfg["argv"])
+print("RESULT " + json.dumps({"rc": rc, "s": time.perf_counter() - t, "selection_input": seen, "peak_rss": hwm()}))
+"""
+
+
+def stage_ray(args) -> dict:
+    """``skdlc prune --backend ray`` on a local 2-CPU Ray against the local backend: the same kept rows?"""
+    import csv
+
+    out = {}
+    for n in args.sizes:
+        data = image_folder(n)
+        with tempfile.TemporaryDirectory(prefix="skdlc_scaling_") as tmp:
+            runs, kept = {}, {}
+            for backend in ("local", "ray"):
+                dest = Path(tmp) / backend
+                argv = ["prune", str(data), "--keep", "0.3", "--seed", "0", "--quiet", "--out", str(dest),
+                        "--backend", backend] + (["--image-size", str(args.image_size)] if args.image_size else [])
+                runs[backend] = _child(_RAY_CHILD, {"repo": str(ROOT), "argv": argv, "backend": backend},
+                                       f"prune --backend {backend}")
+                with open(dest / "scores.csv", newline="") as f:
+                    rows = list(csv.DictReader(f))
+                kept[backend] = {r["path"]: r["kept"] for r in rows}
+                runs[backend]["scores"] = {r["path"]: float(r["score"]) for r in rows}
+                summary = json.loads((dest / "summary.json").read_text())
+                runs[backend]["mask_ratios"] = summary.get("mask_ratios")
+                runs[backend]["strategy"] = summary.get("strategy")
+        a, b = runs["local"].pop("scores"), runs["ray"].pop("scores")
+        same = kept["local"] == kept["ray"]
+        diff = max(abs(a[p] - b[p]) for p in a) if a.keys() == b.keys() else float("nan")
+        n_kept = sum(v in ("1", "True", "true", "yes") for v in kept["local"].values())
+        print(f"ray {n} images: same kept rows {same} ({sum(kept['local'][p] != kept['ray'].get(p) for p in kept['local'])} "
+              f"differ), max score difference {diff:.2e}, selection input on the driver "
+              f"{runs['ray']['selection_input']}", flush=True)
+        out[f"{n}|{args.image_size or 'default'}"] = {
+            "n": n, "image_size": args.image_size, "same_kept": same, "n_kept": n_kept,
+            "n_differ": sum(kept["local"][p] != kept["ray"].get(p) for p in kept["local"]),
+            "max_score_diff": diff, **runs}
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def _raw(stage: str) -> dict:
     p = RAW / f"scaling_{stage}.json"
@@ -489,6 +546,47 @@ def _raw(stage: str) -> dict:
 
 def _gib(b) -> str:
     return f"{b / 2**30:.2f}"
+
+
+def _selection_section(sel: dict) -> list[str]:
+    lines = ["## Selection stage alone (`SelectionSampler(keep_ratio=0.3).fit`, synthetic 1280-d)", "",
+             "Synthetic `[embedding | per-class losses]` in float32, as `skdlc.prune` lays it out: a 1280-d "
+             "Gaussian embedding around per-class means (5 noise standard deviations apart at 10 classes, "
+             "x sqrt(classes/10) beyond), 10% of the labels wrong, the own-label loss higher for wrong labels. "
+             "Each size in a fresh process. Input: the array's size; stage peak: the process's peak RSS during "
+             "`fit` (reset after the data were made), and above the input: that peak minus the RSS before `fit`. "
+             "Seconds: the whole `fit` (cross-validation on a stratified sample of `max_cv_samples` rows, then "
+             "the chosen candidate selects from every row); herding s: the costliest final step alone "
+             "(`FlexRandSampler(strategy='herding')` on every row), whatever was chosen.", "",
+             "| rows | classes | CV rows | seconds | herding s | chosen | kept wrong labels | input GiB | "
+             "stage peak GiB | above the input GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"], sel[k]["n_cv_samples"])):
+        r = sel[key]
+        herd = f"{r['herding_s']:.1f}" if "herding_s" in r else "not run"
+        lines.append(f"| {r['rows']:,} | {r['classes']:,} | {r['n_cv_samples']:,} | {r['fit_s']:.1f} | {herd} | "
+                     f"{r['chosen']} | {100 * r['kept_wrong_labels']:.1f}% | {_gib(r['input_bytes'])} | "
+                     f"{_gib(r['peak_rss'])} | {_gib(r['peak_rss'] - r['base_rss'])} |")
+    groups = {}
+    for r in sel.values():
+        groups.setdefault((r["rows"], r["classes"]), []).append(r)
+    agree = []
+    for (n, k), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["n_cv_samples"])
+        big = runs[-1]
+        sem = big["sem"][big["chosen"]]
+        for r in runs[:-1]:
+            diff = big["table"][big["chosen"]] - big["table"][r["chosen"]]
+            agree.append(f"| {n:,} | {k:,} | {r['n_cv_samples']:,}: {r['chosen']} | {big['n_cv_samples']:,}: "
+                         f"{big['chosen']} | {'yes' if r['chosen'] == big['chosen'] else 'no'} | "
+                         f"{100 * diff:.2f} | {100 * sem:.2f} |")
+    if agree:
+        lines += ["", "The choice on the default sample against a larger one (the same data and seed). Accuracy "
+                  "difference: in the larger comparison's table, its choice's mean accuracy minus that of the "
+                  "default sample's choice, in points, beside the standard error of its choice's mean.", "",
+                  "| rows | classes | default sample's choice | larger sample's choice | same | accuracy "
+                  "difference (points) | its standard error (points) |", "|---|---|---|---|---|---|---|"] + agree
+    lines.append("")
+    return lines
 
 
 def render() -> str:
@@ -601,19 +699,13 @@ def render() -> str:
         lines.append("")
     sel = _raw("selection")
     if sel:
-        lines += ["## Selection stage alone (`SelectionSampler().fit`, synthetic 1280-d)", "",
-                  "| rows | classes | seconds | chosen | peak RSS GiB |", "|---|---|---|---|---|"]
-        for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"])):
-            r = sel[key]
-            lines.append(f"| {r['rows']} | {r['classes']} | {r['fit_s']:.1f} | {r['chosen']} | "
-                         f"{_gib(r['peak_rss'])} |")
-        lines.append("")
+        lines += _selection_section(sel)
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=("prune", "check", "epoch", "herding", "selection", "report"), required=True)
+    ap.add_argument("--stage", choices=("prune", "check", "epoch", "herding", "selection", "ray", "report"), required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=None)
@@ -629,11 +721,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     if args.stage != "report":
         fn = {"prune": stage_prune, "check": stage_check, "epoch": stage_epoch, "herding": stage_herding,
-              "selection": stage_selection}
+              "selection": stage_selection, "ray": stage_ray}
         res = fn[args.stage](args)
         RAW.mkdir(parents=True, exist_ok=True)
         path = RAW / f"scaling_{args.stage}.json"
-        merged = _raw(args.stage) if args.stage in ("prune", "check", "epoch", "selection") else {}
+        merged = _raw(args.stage) if args.stage in ("prune", "check", "epoch", "selection", "ray") else {}
         merged.update(res)
         path.write_text(json.dumps(merged, indent=1) + "\n")
     (RESULTS / "scaling.md").write_text(render() + "\n")
