@@ -29,7 +29,12 @@ raw file present:
   synthetic 128-d rows (the projection the herding strategy herds in).
 - ``selection``: the default selection alone (:class:`skdlc.SelectionSampler` fitted
   on ``[embedding | per-class losses]``, as :func:`skdlc.prune` does) on synthetic
-  1280-d embeddings (rows x classes), time and peak memory, in a fresh process each.
+  1280-d embeddings (rows x classes, 10% wrong labels), time and peak memory (the
+  input's size and the stage's own peak apart), in a fresh process each; with
+  ``--herding`` also the final selection by herding alone; ``--max-cv-samples`` (0: every
+  row) to check that the choice made on the default sample holds on a larger one.
+- ``ray``: ``skdlc prune --backend ray`` on a local 2-CPU Ray against the local backend
+  on the same folder: the same kept rows? and what the selection receives on the driver.
 
 Reproduce (the commands that made benchmarks/results/scaling.md)::
 
@@ -45,7 +50,17 @@ Reproduce (the commands that made benchmarks/results/scaling.md)::
     $S --stage check --sizes 2000; $S --stage check --sizes 2000 --before $B
     $S --stage prune --sizes 1000 30000 --image-size 64
     $S --stage prune --sizes 1000 --image-size 64 --before $B
-    $S --stage selection --rows 20000 --classes 10   # the selection stage alone (not run here)
+    # this session (2026-12-06), code after only:
+    $S --stage selection --rows 100000 --classes 10 --herding
+    $S --stage selection --rows 100000 --classes 10 --max-cv-samples 50000
+    $S --stage selection --rows 100000 --classes 10 --max-cv-samples 0
+    $S --stage selection --rows 1000000 --classes 10 1000 --herding
+    $S --stage selection --rows 100000 --classes 1000
+    $S --stage selection --rows 100000 --classes 1000 --max-cv-samples 50000
+    $S --stage epoch --sizes 2000; $S --stage epoch --sizes 400
+    $S --stage prune --sizes 10000 --image-size 64
+    $S --stage prune --sizes 100000 --image-size 64
+    $S --stage ray --sizes 300 --image-size 64
 """
 
 from __future__ import annotations
@@ -632,8 +647,10 @@ def render() -> str:
                       f"{next(iter(prune.values()))['image_size'] or 224} px): "
                       + ", ".join(f"{n:,} images {ms:.1f} ms" for n, ms in sorted(trend.items()))
                       + ". Fixed costs (backbone, report, ONNX export) weigh at small sizes; scoring is "
-                      "linear in the images. 100,000 images were not run: at this per-image cost the "
-                      "first run alone takes over 20 minutes on this shared machine."]
+                      "linear in the images."]
+            if 10000 in trend and 100000 in trend:
+                lines[-1] += (f" From 10,000 to 100,000 images the per-image cost changes by "
+                              f"{100 * (trend[100000] / trend[10000] - 1):+.0f}% (target: within ±25%).")
         lines += ["", "Calibration passes recorded in `summary.json` (first runs, code after):", "",
                   "| images | path | passes informative | probes x rows | image forwards (probes + path) | "
                   "path alone | probe overhead |", "|---|---|---|---|---|---|---|"]
@@ -663,8 +680,9 @@ def render() -> str:
                   "Both at 224 px with the default threads, measured one after the other in one run: the default "
                   "`skdlc prune DATA --keep 0.3` (no cache) and one epoch of EfficientNet-Lite0 + a linear head "
                   "(forward, backward, SGD step over every weight, batches of 64 decoded as scoring does). The "
-                  "machine's load changed within and between runs (the same epoch took from 0.19 to 0.33 s "
-                  "per image): compare ratios, not seconds, and read each ratio with that noise.", "",
+                  "machine's load changed within and between runs (other jobs shared its 2 cores; the same "
+                  "epoch took from 0.19 to 0.33 s per image in earlier runs): compare ratios, not seconds, and "
+                  "read each ratio with that noise.", "",
                   "| code | images | prune s | epoch s | ratio | target |", "|---|---|---|---|---|---|"]
         for key in sorted(epoch, key=lambda k: (epoch[k]["label"] != "before", epoch[k]["n"])):
             r = epoch[key]
@@ -700,6 +718,24 @@ def render() -> str:
     sel = _raw("selection")
     if sel:
         lines += _selection_section(sel)
+    ray = _raw("ray")
+    if ray:
+        lines += ["## `skdlc prune --backend ray` against the local backend", "",
+                  "`skdlc prune DATA --keep 0.3 --seed 0 --backend local|ray` (defaults otherwise: calibrated path, "
+                  "cross-validated selection), Ray started in the process with 2 CPUs (2 actors). Selection input: "
+                  "what `SelectionSampler.fit` receives on the driver, `DLCScorer.transform`'s `[embedding | "
+                  "per-class losses]` (float64 by that method's contract); the selection stage itself makes no "
+                  "float64 or full-size copy of it (it reads the embedding in float32 blocks of 65,536 rows and "
+                  "herds in a float32 128-d projection).", "",
+                  "| images | px | path (local / ray) | chosen (local / ray) | kept | same kept rows | rows that "
+                  "differ | max score difference | selection input on the driver |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in ray.values():
+            si = r["ray"]["selection_input"]
+            lines.append(f"| {r['n']} | {r['image_size'] or 224} | {r['local']['mask_ratios']} / {r['ray']['mask_ratios']} | "
+                         f"{r['local']['strategy']} / {r['ray']['strategy']} | {r['n_kept']} | "
+                         f"{'yes' if r['same_kept'] else 'no'} | {r['n_differ']} | {r['max_score_diff']:.1e} | "
+                         f"{si['dtype']} {si['shape'][0]} x {si['shape'][1]} ({si['bytes'] / 2**20:.1f} MiB) |")
+        lines.append("")
     return "\n".join(lines)
 
 
