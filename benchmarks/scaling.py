@@ -254,6 +254,7 @@ def stage_prune(args) -> dict:
                 print(f"[{label}] prune {n} images ({run}): {time.perf_counter() - t:.1f} s", flush=True)
         key = f"{label}|{n}|{args.image_size or 'default'}|workers={args.num_workers}"
         out[key] = {"label": label, "n": n, "image_size": args.image_size, "num_workers": args.num_workers,
+                    "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     **rows}
     return out
 
@@ -349,7 +350,8 @@ def stage_epoch(args) -> dict:
         ratio = prune["total_s"] / epoch["epoch_s"]
         print(f"[{label}] {n} images: prune {prune['total_s']:.1f} s, one epoch {epoch['epoch_s']:.1f} s, "
               f"ratio {ratio:.2f}", flush=True)
-        out[f"{label}|{n}"] = {"label": label, "n": n, "prune": prune, "epoch": epoch, "ratio": ratio}
+        out[f"{label}|{n}"] = {"label": label, "n": n, "prune": prune, "epoch": epoch, "ratio": ratio,
+                               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return out
 
 
@@ -604,12 +606,54 @@ def _selection_section(sel: dict) -> list[str]:
     return lines
 
 
+def _status() -> list[str]:
+    """Issue 18's measurable "Done when" items, met or missed, from the raw files."""
+    out = []
+    sel = _raw("selection")
+    default = {(r["rows"], r["classes"]): r for r in sel.values() if r.get("max_cv_samples") == 10000}
+    for (n, k), limit in (((100000, 10), 20), ((1000000, 10), 180), ((1000000, 1000), 180)):
+        r = default.get((n, k))
+        if r is None:
+            out.append(f"- selection alone, {n:,} rows x {k:,} classes: not measured")
+            continue
+        ok = r["fit_s"] < limit
+        line = (f"- selection alone, {n:,} rows x {k:,} classes: {r['fit_s']:.1f} s (target < {limit} s: "
+                f"{'met' if ok else 'missed'})")
+        if n >= 1000000:
+            total, own = r["peak_rss"] / 1e9, (r["peak_rss"] - r["base_rss"]) / 1e9
+            line += (f"; peak {total:.2f} GB with the {r['input_bytes'] / 1e9:.2f} GB input held, "
+                     f"{own:.2f} GB of its own (target < 8 GB: {'met' if total < 8 else 'missed'} counting "
+                     f"the input, {'met' if own < 8 else 'missed'} for the stage's own memory)")
+        out.append(line)
+    prune = _raw("prune")
+    per = {r["n"]: r for r in prune.values() if r["label"] == "after" and r["num_workers"] is None}
+    if 10000 in per and 100000 in per:
+        a, b = (per[n]["first"]["total_s"] / n for n in (10000, 100000))
+        peak = max(v["peak_rss"] for v in per[100000]["first"]["stages"].values())
+        out.append(f"- whole first `skdlc prune` per image: 10,000 images {1000 * a:.1f} ms, 100,000 images "
+                   f"{1000 * b:.1f} ms ({100 * (b / a - 1):+.0f}%, target within ±25%: "
+                   f"{'met' if abs(b / a - 1) <= 0.25 else 'missed'}); peak RSS at 100,000 images "
+                   f"{peak / 1e9:.2f} GB (target < 4 GB: {'met' if peak < 4e9 else 'missed'})")
+    epoch = _raw("epoch")
+    for n, limit, op in ((400, 1.0, "<"), (2000, 0.5, "<=")):
+        r = epoch.get(f"after|{n}")
+        if r:
+            ok = r["ratio"] < limit if op == "<" else r["ratio"] <= limit
+            out.append(f"- whole `skdlc prune` / one fine-tuning epoch at {n:,} images: {r['ratio']:.2f} "
+                       f"(target {op} {limit}: {'met' if ok else 'missed'})")
+    for r in _raw("ray").values():
+        out.append(f"- `--backend ray` (2 CPUs) against local, {r['n']} images: "
+                   f"{'the same' if r['same_kept'] else 'different'} kept rows ({r['n_differ']} differ)")
+    return ["## Issue 18's targets, from the figures below", ""] + out + [""] if out else []
+
+
 def render() -> str:
     lines = ["# Scale: cost per stage, against one training epoch, and herding at scale", "",
              "Made by `benchmarks/scaling.py` (commands in its docstring; raw numbers in "
              "`benchmarks/results/raw/scaling_*.json`). Machine: "
              f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (timings are noisy: "
              "compare rows of one run).", ""]
+    lines += _status()
     prune = _raw("prune")
     if prune:
         lines += ["## `skdlc prune` per stage", "",
@@ -618,10 +662,10 @@ def render() -> str:
                   "above 5,000 tiled by 25 pixel shifts. Peak RSS: the main process, the largest over the stages "
                   "(per stage in the raw file). Decodes: skdlc's image decodes (PIL's pixel loads, which also count "
                   "the old pre-scoring check), counted only in runs with `--num-workers 0`.", "",
-                  "| code | images | px | workers | run | backbone s | read+check s | scoring s | selection s | writing s | "
+                  "| measured | code | images | px | workers | run | backbone s | read+check s | scoring s | selection s | writing s | "
                   "report s | total s | s / 1k images | peak RSS GiB (max stage) | decodes (PIL loads) | "
                   "forward batches |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(prune, key=lambda k: (prune[k]["label"] != "before", prune[k]["n"],
                                                 str(prune[k]["num_workers"]))):
             r = prune[key]
@@ -633,7 +677,7 @@ def render() -> str:
                 # decodes in worker processes are not counted: only with --num-workers 0
                 dec = f"{x['decodes']} ({x['pixel_loads']})" if r["num_workers"] == 0 else "n/a"
                 lines.append(
-                    f"| {r['label']} | {r['n']} | {r['image_size'] or 224} | "
+                    f"| {r.get('measured', 'earlier')} | {r['label']} | {r['n']} | {r['image_size'] or 224} | "
                     f"{'default' if r['num_workers'] is None else r['num_workers']} | {run.replace('_', ' ')} | "
                     f"{g('backbone'):.1f} | {g('read'):.1f} | {g('scoring'):.1f} | {g('selection'):.1f} | "
                     f"{g('writing'):.1f} | {g('report'):.1f} | {x['total_s']:.1f} | {1000 * x['total_s'] / r['n']:.1f} | "
@@ -683,11 +727,12 @@ def render() -> str:
                   "machine's load changed within and between runs (other jobs shared its 2 cores; the same "
                   "epoch took from 0.19 to 0.33 s per image in earlier runs): compare ratios, not seconds, and "
                   "read each ratio with that noise.", "",
-                  "| code | images | prune s | epoch s | ratio | target |", "|---|---|---|---|---|---|"]
+                  "| measured | code | images | prune s | epoch s | ratio | target |", "|---|---|---|---|---|---|---|"]
         for key in sorted(epoch, key=lambda k: (epoch[k]["label"] != "before", epoch[k]["n"])):
             r = epoch[key]
             target = "< 1.0" if r["n"] <= 400 else "<= 0.5"
-            lines.append(f"| {r['label']} | {r['n']} | {r['prune']['total_s']:.1f} | {r['epoch']['epoch_s']:.1f} | "
+            lines.append(f"| {r.get('measured', 'earlier')} | {r['label']} | {r['n']} | {r['prune']['total_s']:.1f} | "
+                         f"{r['epoch']['epoch_s']:.1f} | "
                          f"**{r['ratio']:.2f}** | {target} |")
         lines.append("")
     herd = _raw("herding")
