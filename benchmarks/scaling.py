@@ -625,6 +625,20 @@ def _status() -> list[str]:
                      f"{own:.2f} GB of its own (target < 8 GB: {'met' if total < 8 else 'missed'} counting "
                      f"the input, {'met' if own < 8 else 'missed'} for the stage's own memory)")
         out.append(line)
+    groups = {}
+    for r in sel.values():
+        groups.setdefault((r["rows"], r["classes"]), []).append(r)
+    for (n, k), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["n_cv_samples"])
+        big, small = runs[-1], runs[0]
+        if len(runs) < 2 or small.get("max_cv_samples") != 10000:
+            continue
+        diff, sem = big["table"][big["chosen"]] - big["table"][small["chosen"]], big["sem"][big["chosen"]]
+        out.append(f"- choice on the default {small['n_cv_samples']:,}-row sample against {big['n_cv_samples']:,} "
+                   f"rows ({n:,} x {k:,}): {small['chosen']} / {big['chosen']} "
+                   f"({'the same' if small['chosen'] == big['chosen'] else 'different'}; accuracy difference "
+                   f"{100 * diff:.2f} points against a standard error of {100 * sem:.2f}: "
+                   f"{'within' if abs(diff) <= sem else 'beyond'} one standard error)")
     prune = _raw("prune")
     per = {r["n"]: r for r in prune.values() if r["label"] == "after" and r["num_workers"] is None}
     if 10000 in per and 100000 in per:
@@ -658,11 +672,13 @@ def render() -> str:
     if prune:
         lines += ["## `skdlc prune` per stage", "",
                   "`skdlc prune DATA --keep 0.3 --cache C` (default backbone, calibrated path, cross-validated "
-                  "selection), then the same command with another `--seed` (cached). MNIST digits as PNG files; "
+                  "selection), then the same command with another `--seed` (cached). Selection s: everything between "
+                  "scoring and writing, including `find_issues` (label issues and duplicates on the embedding; "
+                  "its seconds from `summary.json` in brackets where recorded). MNIST digits as PNG files; "
                   "above 5,000 tiled by 25 pixel shifts. Peak RSS: the main process, the largest over the stages "
                   "(per stage in the raw file). Decodes: skdlc's image decodes (PIL's pixel loads, which also count "
                   "the old pre-scoring check), counted only in runs with `--num-workers 0`.", "",
-                  "| measured | code | images | px | workers | run | backbone s | read+check s | scoring s | selection s | writing s | "
+                  "| measured | code | images | px | workers | run | backbone s | read+check s | scoring s | selection s (of which issues) | writing s | "
                   "report s | total s | s / 1k images | peak RSS GiB (max stage) | decodes (PIL loads) | "
                   "forward batches |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -673,13 +689,15 @@ def render() -> str:
                 x = r[run]
                 st = x["stages"]
                 g = lambda name: st.get(name, {}).get("s", 0.0)  # noqa: E731
+                issues = lambda x: (f" ({x['summary']['time_s']['issues']:.1f})"  # noqa: E731
+                                    if "issues" in (x["summary"].get("time_s") or {}) else "")
                 peak = max(v["peak_rss"] for v in st.values())
                 # decodes in worker processes are not counted: only with --num-workers 0
                 dec = f"{x['decodes']} ({x['pixel_loads']})" if r["num_workers"] == 0 else "n/a"
                 lines.append(
                     f"| {r.get('measured', 'earlier')} | {r['label']} | {r['n']} | {r['image_size'] or 224} | "
                     f"{'default' if r['num_workers'] is None else r['num_workers']} | {run.replace('_', ' ')} | "
-                    f"{g('backbone'):.1f} | {g('read'):.1f} | {g('scoring'):.1f} | {g('selection'):.1f} | "
+                    f"{g('backbone'):.1f} | {g('read'):.1f} | {g('scoring'):.1f} | {g('selection'):.1f}{issues(x)} | "
                     f"{g('writing'):.1f} | {g('report'):.1f} | {x['total_s']:.1f} | {1000 * x['total_s'] / r['n']:.1f} | "
                     f"{_gib(peak)} | "
                     f"{dec} | "
