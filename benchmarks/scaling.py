@@ -29,7 +29,12 @@ raw file present:
   synthetic 128-d rows (the projection the herding strategy herds in).
 - ``selection``: the default selection alone (:class:`skdlc.SelectionSampler` fitted
   on ``[embedding | per-class losses]``, as :func:`skdlc.prune` does) on synthetic
-  1280-d embeddings (rows x classes), time and peak memory, in a fresh process each.
+  1280-d embeddings (rows x classes, 10% wrong labels), time and peak memory (the
+  input's size and the stage's own peak apart), in a fresh process each; with
+  ``--herding`` also the final selection by herding alone; ``--max-cv-samples`` (0: every
+  row) to check that the choice made on the default sample holds on a larger one.
+- ``ray``: ``skdlc prune --backend ray`` on a local 2-CPU Ray against the local backend
+  on the same folder: the same kept rows? and what the selection receives on the driver.
 
 Reproduce (the commands that made benchmarks/results/scaling.md)::
 
@@ -45,7 +50,17 @@ Reproduce (the commands that made benchmarks/results/scaling.md)::
     $S --stage check --sizes 2000; $S --stage check --sizes 2000 --before $B
     $S --stage prune --sizes 1000 30000 --image-size 64
     $S --stage prune --sizes 1000 --image-size 64 --before $B
-    $S --stage selection --rows 20000 --classes 10   # the selection stage alone (not run here)
+    # this session (2026-12-06), code after only:
+    $S --stage selection --rows 100000 --classes 10 --herding
+    $S --stage selection --rows 100000 --classes 10 --max-cv-samples 50000
+    $S --stage selection --rows 100000 --classes 10 --max-cv-samples 0
+    $S --stage selection --rows 1000000 --classes 10 1000 --herding
+    $S --stage selection --rows 100000 --classes 1000
+    $S --stage selection --rows 100000 --classes 1000 --max-cv-samples 50000
+    $S --stage epoch --sizes 2000; $S --stage epoch --sizes 400
+    $S --stage prune --sizes 10000 --image-size 64
+    $S --stage prune --sizes 100000 --image-size 64
+    $S --stage ray --sizes 300 --image-size 64
 """
 
 from __future__ import annotations
@@ -239,6 +254,7 @@ def stage_prune(args) -> dict:
                 print(f"[{label}] prune {n} images ({run}): {time.perf_counter() - t:.1f} s", flush=True)
         key = f"{label}|{n}|{args.image_size or 'default'}|workers={args.num_workers}"
         out[key] = {"label": label, "n": n, "image_size": args.image_size, "num_workers": args.num_workers,
+                    "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     **rows}
     return out
 
@@ -334,7 +350,8 @@ def stage_epoch(args) -> dict:
         ratio = prune["total_s"] / epoch["epoch_s"]
         print(f"[{label}] {n} images: prune {prune['total_s']:.1f} s, one epoch {epoch['epoch_s']:.1f} s, "
               f"ratio {ratio:.2f}", flush=True)
-        out[f"{label}|{n}"] = {"label": label, "n": n, "prune": prune, "epoch": epoch, "ratio": ratio}
+        out[f"{label}|{n}"] = {"label": label, "n": n, "prune": prune, "epoch": epoch, "ratio": ratio,
+                               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return out
 
 
@@ -410,20 +427,57 @@ def stage_herding(args) -> dict:
 # ----------------------------------------------------------------------------- selection
 _SELECTION_CHILD = r"""
 import numpy as np
-rng = np.random.default_rng(0)
 n, k, d = cfg["rows"], cfg["classes"], 1280
-y = rng.integers(0, k, n)
-E = (rng.standard_normal((k, d), dtype=np.float32) * 1.5)[y] + rng.standard_normal((n, d), dtype=np.float32)
-Xt = np.hstack([E, rng.random((n, k), dtype=np.float32)])  # [embedding | per-class losses]
-del E
+rng = np.random.default_rng(0)
+y_true = rng.integers(0, k, n)
+flip = rng.random(n) < 0.1  # 10% wrong labels, as in the selection benchmark's noisy cells
+y = np.where(flip, (y_true + rng.integers(1, max(k, 2), n)) % k, y_true)
+# class means 5 noise sd apart at 10 classes (a probe is not at its ceiling), further
+# apart with more classes (each has fewer rows in the comparison's sample)
+means = rng.standard_normal((k, d), dtype=np.float32) * np.float32(0.1 * np.sqrt(k / 10))
+# [embedding | per-class losses], float32, written block by block (no full-size temporary):
+# the embedding follows the true class; the own-label loss is higher for wrong labels
+Xt = np.empty((n, d + k), dtype=np.float32)
+for a in range(0, n, 65536):
+    b = min(n, a + 65536)
+    Xt[a:b, :d] = rng.standard_normal((b - a, d), dtype=np.float32)
+    Xt[a:b, :d] += means[y_true[a:b]]
+    L = Xt[a:b, d:]
+    L[:] = rng.random((b - a, k), dtype=np.float32) + 1.0
+    L[np.arange(b - a), y[a:b]] = (rng.gamma(2.0, 0.25, b - a) + 2.0 * flip[a:b]).astype(np.float32)
+del L
+data_rss = hwm()
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS from here on: the stage's own
+except OSError:
+    pass
 base = hwm()
-from skdlc import SelectionSampler
+from skdlc import FlexRandSampler, SelectionSampler
+from skdlc._selection_search import candidate_name
+
+def herding():
+    # the stage's costliest last step: herding chosen, selecting from every row
+    if not cfg["herding"]:
+        return {}
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    t = time.perf_counter()
+    FlexRandSampler(0.3, strategy="herding").fit(Xt, y)
+    return {"herding_s": time.perf_counter() - t, "herding_peak_rss": hwm()}
+
 t = time.perf_counter()
-s = SelectionSampler(keep_ratio=0.3, random_state=0).fit(Xt, y)
+s = SelectionSampler(keep_ratio=0.3, random_state=0, max_cv_samples=cfg["max_cv_samples"] or None).fit(Xt, y)
 t_fit = time.perf_counter() - t
+r = s.cv_results_
 print("RESULT " + json.dumps({"rows": n, "classes": k, "fit_s": t_fit, "kept": int(len(s.sample_indices_)),
-                              "chosen": s.best_params_.get("strategy") if hasattr(s, "best_params_") else None,
-                              "peak_rss": hwm(), "data_rss": base}))
+                              "chosen": candidate_name(s.best_params_), "strategy": s.strategy_,
+                              "n_cv_samples": int(s.n_cv_samples_), "max_cv_samples": cfg["max_cv_samples"],
+                              "input_bytes": int(Xt.nbytes), "data_rss": data_rss, "base_rss": base,
+                              "peak_rss": hwm(), "kept_wrong_labels": float(flip[s.sample_indices_].mean()),
+                              "table": {c: float(m) for c, m in zip(r["candidate"], r["mean_test_score"])},
+                              "sem": {c: float(m) for c, m in zip(r["candidate"], r["sem_test_score"])},
+                              **herding()}))
 """
 
 
@@ -432,11 +486,72 @@ def stage_selection(args) -> dict:
     out = {}
     for n in args.rows:
         for k in args.classes:
-            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k},
+            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k,
+                                            "max_cv_samples": args.max_cv_samples,
+                                            "herding": args.herding},
                          f"selection at {n} rows")
-            print(f"selection {n} rows x {k} classes: {res['fit_s']:.1f} s, "
-                  f"peak {res['peak_rss'] / 2**30:.2f} GiB", flush=True)
-            out[f"{n}|{k}"] = res
+            print(f"selection {n} rows x {k} classes (cv on {res['n_cv_samples']} rows): {res['fit_s']:.1f} s, "
+                  f"input {res['input_bytes'] / 2**30:.2f} GiB, stage peak {res['peak_rss'] / 2**30:.2f} GiB "
+                  f"(above the input: {(res['peak_rss'] - res['base_rss']) / 2**30:.2f} GiB), "
+                  f"chosen {res['chosen']}", flush=True)
+            out[f"{n}|{k}|{args.max_cv_samples}"] = res
+    return out
+
+
+# ----------------------------------------------------------------------------- ray
+_RAY_CHILD = r"""
+import numpy as np
+seen = {}
+if cfg["backend"] == "ray":
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+import skdlc._selection_sampler as ss
+fit = ss.SelectionSampler.fit
+def recorded(self, X, y):  # what the selection stage receives on the driver
+    seen.update(dtype=str(np.asarray(X).dtype), shape=list(np.shape(X)), bytes=int(np.asarray(X).nbytes),
+                rss_before=hwm())
+    return fit(self, X, y)
+ss.SelectionSampler.fit = recorded
+from skdlc._cli import main
+t = time.perf_counter()
+rc = main(cfg["argv"])
+print("RESULT " + json.dumps({"rc": rc, "s": time.perf_counter() - t, "selection_input": seen, "peak_rss": hwm()}))
+"""
+
+
+def stage_ray(args) -> dict:
+    """``skdlc prune --backend ray`` on a local 2-CPU Ray against the local backend: the same kept rows?"""
+    import csv
+
+    out = {}
+    for n in args.sizes:
+        data = image_folder(n)
+        with tempfile.TemporaryDirectory(prefix="skdlc_scaling_") as tmp:
+            runs, kept = {}, {}
+            for backend in ("local", "ray"):
+                dest = Path(tmp) / backend
+                argv = ["prune", str(data), "--keep", "0.3", "--seed", "0", "--quiet", "--out", str(dest),
+                        "--backend", backend] + (["--image-size", str(args.image_size)] if args.image_size else [])
+                runs[backend] = _child(_RAY_CHILD, {"repo": str(ROOT), "argv": argv, "backend": backend},
+                                       f"prune --backend {backend}")
+                with open(dest / "scores.csv", newline="") as f:
+                    rows = list(csv.DictReader(f))
+                kept[backend] = {r["path"]: r["kept"] for r in rows}
+                runs[backend]["scores"] = {r["path"]: float(r["score"]) for r in rows}
+                summary = json.loads((dest / "summary.json").read_text())
+                runs[backend]["mask_ratios"] = summary.get("mask_ratios")
+                runs[backend]["strategy"] = summary.get("strategy")
+        a, b = runs["local"].pop("scores"), runs["ray"].pop("scores")
+        same = kept["local"] == kept["ray"]
+        diff = max(abs(a[p] - b[p]) for p in a) if a.keys() == b.keys() else float("nan")
+        n_kept = sum(v in ("1", "True", "true", "yes") for v in kept["local"].values())
+        print(f"ray {n} images: same kept rows {same} ({sum(kept['local'][p] != kept['ray'].get(p) for p in kept['local'])} "
+              f"differ), max score difference {diff:.2e}, selection input on the driver "
+              f"{runs['ray']['selection_input']}", flush=True)
+        out[f"{n}|{args.image_size or 'default'}"] = {
+            "n": n, "image_size": args.image_size, "same_kept": same, "n_kept": n_kept,
+            "n_differ": sum(kept["local"][p] != kept["ray"].get(p) for p in kept["local"]),
+            "max_score_diff": diff, **runs}
     return out
 
 
@@ -450,24 +565,123 @@ def _gib(b) -> str:
     return f"{b / 2**30:.2f}"
 
 
+def _selection_section(sel: dict) -> list[str]:
+    lines = ["## Selection stage alone (`SelectionSampler(keep_ratio=0.3).fit`, synthetic 1280-d)", "",
+             "Synthetic `[embedding | per-class losses]` in float32, as `skdlc.prune` lays it out: a 1280-d "
+             "Gaussian embedding around per-class means (5 noise standard deviations apart at 10 classes, "
+             "x sqrt(classes/10) beyond), 10% of the labels wrong, the own-label loss higher for wrong labels. "
+             "Each size in a fresh process. Input: the array's size; stage peak: the process's peak RSS during "
+             "`fit` (reset after the data were made), and above the input: that peak minus the RSS before `fit`. "
+             "Seconds: the whole `fit` (cross-validation on a stratified sample of `max_cv_samples` rows, then "
+             "the chosen candidate selects from every row); herding s: the costliest final step alone "
+             "(`FlexRandSampler(strategy='herding')` on every row), whatever was chosen.", "",
+             "| rows | classes | CV rows | seconds | herding s | chosen | kept wrong labels | input GiB | "
+             "stage peak GiB | above the input GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"], sel[k]["n_cv_samples"])):
+        r = sel[key]
+        herd = f"{r['herding_s']:.1f}" if "herding_s" in r else "not run"
+        lines.append(f"| {r['rows']:,} | {r['classes']:,} | {r['n_cv_samples']:,} | {r['fit_s']:.1f} | {herd} | "
+                     f"{r['chosen']} | {100 * r['kept_wrong_labels']:.1f}% | {_gib(r['input_bytes'])} | "
+                     f"{_gib(r['peak_rss'])} | {_gib(r['peak_rss'] - r['base_rss'])} |")
+    groups = {}
+    for r in sel.values():
+        groups.setdefault((r["rows"], r["classes"]), []).append(r)
+    agree = []
+    for (n, k), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["n_cv_samples"])
+        big = runs[-1]
+        sem = big["sem"][big["chosen"]]
+        for r in runs[:-1]:
+            diff = big["table"][big["chosen"]] - big["table"][r["chosen"]]
+            agree.append(f"| {n:,} | {k:,} | {r['n_cv_samples']:,}: {r['chosen']} | {big['n_cv_samples']:,}: "
+                         f"{big['chosen']} | {'yes' if r['chosen'] == big['chosen'] else 'no'} | "
+                         f"{100 * diff:.2f} | {100 * sem:.2f} |")
+    if agree:
+        lines += ["", "The choice on the default sample against a larger one (the same data and seed). Accuracy "
+                  "difference: in the larger comparison's table, its choice's mean accuracy minus that of the "
+                  "default sample's choice, in points, beside the standard error of its choice's mean.", "",
+                  "| rows | classes | default sample's choice | larger sample's choice | same | accuracy "
+                  "difference (points) | its standard error (points) |", "|---|---|---|---|---|---|---|"] + agree
+    lines.append("")
+    return lines
+
+
+def _status() -> list[str]:
+    """Issue 18's measurable "Done when" items, met or missed, from the raw files."""
+    out = []
+    sel = _raw("selection")
+    default = {(r["rows"], r["classes"]): r for r in sel.values() if r.get("max_cv_samples") == 10000}
+    for (n, k), limit in (((100000, 10), 20), ((1000000, 10), 180), ((1000000, 1000), 180)):
+        r = default.get((n, k))
+        if r is None:
+            out.append(f"- selection alone, {n:,} rows x {k:,} classes: not measured")
+            continue
+        ok = r["fit_s"] < limit
+        line = (f"- selection alone, {n:,} rows x {k:,} classes: {r['fit_s']:.1f} s (target < {limit} s: "
+                f"{'met' if ok else 'missed'})")
+        if n >= 1000000:
+            total, own = r["peak_rss"] / 1e9, (r["peak_rss"] - r["base_rss"]) / 1e9
+            line += (f"; peak {total:.2f} GB with the {r['input_bytes'] / 1e9:.2f} GB input held, "
+                     f"{own:.2f} GB of its own (target < 8 GB: {'met' if total < 8 else 'missed'} counting "
+                     f"the input, {'met' if own < 8 else 'missed'} for the stage's own memory)")
+        out.append(line)
+    groups = {}
+    for r in sel.values():
+        groups.setdefault((r["rows"], r["classes"]), []).append(r)
+    for (n, k), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["n_cv_samples"])
+        big, small = runs[-1], runs[0]
+        if len(runs) < 2 or small.get("max_cv_samples") != 10000:
+            continue
+        diff, sem = big["table"][big["chosen"]] - big["table"][small["chosen"]], big["sem"][big["chosen"]]
+        out.append(f"- choice on the default {small['n_cv_samples']:,}-row sample against {big['n_cv_samples']:,} "
+                   f"rows ({n:,} x {k:,}): {small['chosen']} / {big['chosen']} "
+                   f"({'the same' if small['chosen'] == big['chosen'] else 'different'}; accuracy difference "
+                   f"{100 * diff:.2f} points against a standard error of {100 * sem:.2f}: "
+                   f"{'within' if abs(diff) <= sem else 'beyond'} one standard error)")
+    prune = _raw("prune")
+    per = {r["n"]: r for r in prune.values() if r["label"] == "after" and r["num_workers"] is None}
+    if 10000 in per and 100000 in per:
+        a, b = (per[n]["first"]["total_s"] / n for n in (10000, 100000))
+        peak = max(v["peak_rss"] for v in per[100000]["first"]["stages"].values())
+        out.append(f"- whole first `skdlc prune` per image: 10,000 images {1000 * a:.1f} ms, 100,000 images "
+                   f"{1000 * b:.1f} ms ({100 * (b / a - 1):+.0f}%, target within ±25%: "
+                   f"{'met' if abs(b / a - 1) <= 0.25 else 'missed'}); peak RSS at 100,000 images "
+                   f"{peak / 1e9:.2f} GB (target < 4 GB: {'met' if peak < 4e9 else 'missed'})")
+    epoch = _raw("epoch")
+    for n, limit, op in ((400, 1.0, "<"), (2000, 0.5, "<=")):
+        r = epoch.get(f"after|{n}")
+        if r:
+            ok = r["ratio"] < limit if op == "<" else r["ratio"] <= limit
+            out.append(f"- whole `skdlc prune` / one fine-tuning epoch at {n:,} images: {r['ratio']:.2f} "
+                       f"(target {op} {limit}: {'met' if ok else 'missed'})")
+    for r in _raw("ray").values():
+        out.append(f"- `--backend ray` (2 CPUs) against local, {r['n']} images: "
+                   f"{'the same' if r['same_kept'] else 'different'} kept rows ({r['n_differ']} differ)")
+    return ["## Issue 18's targets, from the figures below", ""] + out + [""] if out else []
+
+
 def render() -> str:
     lines = ["# Scale: cost per stage, against one training epoch, and herding at scale", "",
              "Made by `benchmarks/scaling.py` (commands in its docstring; raw numbers in "
              "`benchmarks/results/raw/scaling_*.json`). Machine: "
              f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (timings are noisy: "
              "compare rows of one run).", ""]
+    lines += _status()
     prune = _raw("prune")
     if prune:
         lines += ["## `skdlc prune` per stage", "",
                   "`skdlc prune DATA --keep 0.3 --cache C` (default backbone, calibrated path, cross-validated "
-                  "selection), then the same command with another `--seed` (cached). MNIST digits as PNG files; "
+                  "selection), then the same command with another `--seed` (cached). Selection s: everything between "
+                  "scoring and writing, including `find_issues` (label issues and duplicates on the embedding; "
+                  "its seconds from `summary.json` in brackets where recorded). MNIST digits as PNG files; "
                   "above 5,000 tiled by 25 pixel shifts. Peak RSS: the main process, the largest over the stages "
                   "(per stage in the raw file). Decodes: skdlc's image decodes (PIL's pixel loads, which also count "
                   "the old pre-scoring check), counted only in runs with `--num-workers 0`.", "",
-                  "| code | images | px | workers | run | backbone s | read+check s | scoring s | selection s | writing s | "
+                  "| measured | code | images | px | workers | run | backbone s | read+check s | scoring s | selection s (of which issues) | writing s | "
                   "report s | total s | s / 1k images | peak RSS GiB (max stage) | decodes (PIL loads) | "
                   "forward batches |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(prune, key=lambda k: (prune[k]["label"] != "before", prune[k]["n"],
                                                 str(prune[k]["num_workers"]))):
             r = prune[key]
@@ -475,13 +689,15 @@ def render() -> str:
                 x = r[run]
                 st = x["stages"]
                 g = lambda name: st.get(name, {}).get("s", 0.0)  # noqa: E731
+                issues = lambda x: (f" ({x['summary']['time_s']['issues']:.1f})"  # noqa: E731
+                                    if "issues" in (x["summary"].get("time_s") or {}) else "")
                 peak = max(v["peak_rss"] for v in st.values())
                 # decodes in worker processes are not counted: only with --num-workers 0
                 dec = f"{x['decodes']} ({x['pixel_loads']})" if r["num_workers"] == 0 else "n/a"
                 lines.append(
-                    f"| {r['label']} | {r['n']} | {r['image_size'] or 224} | "
+                    f"| {r.get('measured', 'earlier')} | {r['label']} | {r['n']} | {r['image_size'] or 224} | "
                     f"{'default' if r['num_workers'] is None else r['num_workers']} | {run.replace('_', ' ')} | "
-                    f"{g('backbone'):.1f} | {g('read'):.1f} | {g('scoring'):.1f} | {g('selection'):.1f} | "
+                    f"{g('backbone'):.1f} | {g('read'):.1f} | {g('scoring'):.1f} | {g('selection'):.1f}{issues(x)} | "
                     f"{g('writing'):.1f} | {g('report'):.1f} | {x['total_s']:.1f} | {1000 * x['total_s'] / r['n']:.1f} | "
                     f"{_gib(peak)} | "
                     f"{dec} | "
@@ -493,8 +709,10 @@ def render() -> str:
                       f"{next(iter(prune.values()))['image_size'] or 224} px): "
                       + ", ".join(f"{n:,} images {ms:.1f} ms" for n, ms in sorted(trend.items()))
                       + ". Fixed costs (backbone, report, ONNX export) weigh at small sizes; scoring is "
-                      "linear in the images. 100,000 images were not run: at this per-image cost the "
-                      "first run alone takes over 20 minutes on this shared machine."]
+                      "linear in the images."]
+            if 10000 in trend and 100000 in trend:
+                lines[-1] += (f" From 10,000 to 100,000 images the per-image cost changes by "
+                              f"{100 * (trend[100000] / trend[10000] - 1):+.0f}% (target: within ±25%).")
         lines += ["", "Calibration passes recorded in `summary.json` (first runs, code after):", "",
                   "| images | path | passes informative | probes x rows | image forwards (probes + path) | "
                   "path alone | probe overhead |", "|---|---|---|---|---|---|---|"]
@@ -524,13 +742,15 @@ def render() -> str:
                   "Both at 224 px with the default threads, measured one after the other in one run: the default "
                   "`skdlc prune DATA --keep 0.3` (no cache) and one epoch of EfficientNet-Lite0 + a linear head "
                   "(forward, backward, SGD step over every weight, batches of 64 decoded as scoring does). The "
-                  "machine's load changed within and between runs (the same epoch took from 0.19 to 0.33 s "
-                  "per image): compare ratios, not seconds, and read each ratio with that noise.", "",
-                  "| code | images | prune s | epoch s | ratio | target |", "|---|---|---|---|---|---|"]
+                  "machine's load changed within and between runs (other jobs shared its 2 cores; the same "
+                  "epoch took from 0.19 to 0.33 s per image in earlier runs): compare ratios, not seconds, and "
+                  "read each ratio with that noise.", "",
+                  "| measured | code | images | prune s | epoch s | ratio | target |", "|---|---|---|---|---|---|---|"]
         for key in sorted(epoch, key=lambda k: (epoch[k]["label"] != "before", epoch[k]["n"])):
             r = epoch[key]
             target = "< 1.0" if r["n"] <= 400 else "<= 0.5"
-            lines.append(f"| {r['label']} | {r['n']} | {r['prune']['total_s']:.1f} | {r['epoch']['epoch_s']:.1f} | "
+            lines.append(f"| {r.get('measured', 'earlier')} | {r['label']} | {r['n']} | {r['prune']['total_s']:.1f} | "
+                         f"{r['epoch']['epoch_s']:.1f} | "
                          f"**{r['ratio']:.2f}** | {target} |")
         lines.append("")
     herd = _raw("herding")
@@ -560,19 +780,31 @@ def render() -> str:
         lines.append("")
     sel = _raw("selection")
     if sel:
-        lines += ["## Selection stage alone (`SelectionSampler().fit`, synthetic 1280-d)", "",
-                  "| rows | classes | seconds | chosen | peak RSS GiB |", "|---|---|---|---|---|"]
-        for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"])):
-            r = sel[key]
-            lines.append(f"| {r['rows']} | {r['classes']} | {r['fit_s']:.1f} | {r['chosen']} | "
-                         f"{_gib(r['peak_rss'])} |")
+        lines += _selection_section(sel)
+    ray = _raw("ray")
+    if ray:
+        lines += ["## `skdlc prune --backend ray` against the local backend", "",
+                  "`skdlc prune DATA --keep 0.3 --seed 0 --backend local|ray` (defaults otherwise: calibrated path, "
+                  "cross-validated selection), Ray started in the process with 2 CPUs (2 actors). Selection input: "
+                  "what `SelectionSampler.fit` receives on the driver, `DLCScorer.transform`'s `[embedding | "
+                  "per-class losses]` (float64 by that method's contract); the selection stage itself makes no "
+                  "float64 or full-size copy of it (it reads the embedding in float32 blocks of 65,536 rows and "
+                  "herds in a float32 128-d projection).", "",
+                  "| images | px | path (local / ray) | chosen (local / ray) | kept | same kept rows | rows that "
+                  "differ | max score difference | selection input on the driver |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in ray.values():
+            si = r["ray"]["selection_input"]
+            lines.append(f"| {r['n']} | {r['image_size'] or 224} | {r['local']['mask_ratios']} / {r['ray']['mask_ratios']} | "
+                         f"{r['local']['strategy']} / {r['ray']['strategy']} | {r['n_kept']} | "
+                         f"{'yes' if r['same_kept'] else 'no'} | {r['n_differ']} | {r['max_score_diff']:.1e} | "
+                         f"{si['dtype']} {si['shape'][0]} x {si['shape'][1]} ({si['bytes'] / 2**20:.1f} MiB) |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=("prune", "check", "epoch", "herding", "selection", "report"), required=True)
+    ap.add_argument("--stage", choices=("prune", "check", "epoch", "herding", "selection", "ray", "report"), required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=None)
@@ -581,15 +813,18 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-max", type=int, default=20000)
     ap.add_argument("--rows", type=int, nargs="+", default=[20000])
     ap.add_argument("--classes", type=int, nargs="+", default=[10])
+    ap.add_argument("--max-cv-samples", type=int, default=10000, help="selection: 0 for every row")
+    ap.add_argument("--herding", action="store_true",
+                    help="selection: also time the final selection by herding from every row")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.stage != "report":
         fn = {"prune": stage_prune, "check": stage_check, "epoch": stage_epoch, "herding": stage_herding,
-              "selection": stage_selection}
+              "selection": stage_selection, "ray": stage_ray}
         res = fn[args.stage](args)
         RAW.mkdir(parents=True, exist_ok=True)
         path = RAW / f"scaling_{args.stage}.json"
-        merged = _raw(args.stage) if args.stage in ("prune", "check", "epoch", "selection") else {}
+        merged = _raw(args.stage) if args.stage in ("prune", "check", "epoch", "selection", "ray") else {}
         merged.update(res)
         path.write_text(json.dumps(merged, indent=1) + "\n")
     (RESULTS / "scaling.md").write_text(render() + "\n")

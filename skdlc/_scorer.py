@@ -791,7 +791,9 @@ class DLCScorer(TransformerMixin, BaseEstimator):
     def _assemble(self, losses: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
         if not self.embedding:
             return losses
-        return np.hstack([emb.astype(np.float64), losses])
+        out = np.empty((len(losses), emb.shape[1] + losses.shape[1]), dtype=np.float64)
+        out[:, :emb.shape[1]], out[:, emb.shape[1]:] = emb, losses  # no float64 temporary of emb
+        return out
 
 
 _NO_EXPORT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # modules that failed to export
