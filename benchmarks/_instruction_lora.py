@@ -34,14 +34,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _instruction_report import NAMES  # the methods (keys) and their labels on the page
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = {"random": "Random", "flexrand": "DLC+FlexRand (gamma 0.5)",
-           "auto": "auto on the whole set (old default)",
-           "auto_cluster": "new default: auto per prompt cluster (no category field)",
-           "auto_input_cluster": "auto per cluster of the inputs alone (a harder grouping)",
-           "auto_task": "auto per task (--category-field)",
-           "easy": "DLC+easy", "full": "full pool"}
 
 
 def add_arguments(ap) -> None:
@@ -51,7 +46,7 @@ def add_arguments(ap) -> None:
     g.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.2],
                    help="broken shares of the pool to fine-tune on")
     g.add_argument("--methods", nargs="+", default=["random", "flexrand", "auto", "auto_task"],
-                   choices=[m for m in METHODS if m != "full"])
+                   choices=[m for m in NAMES if m != "full"])
     g.add_argument("--full-seeds", type=int, nargs="*", default=[0],
                    help="seeds of the full-pool runs")
     g.add_argument("--epochs", type=int, default=2)

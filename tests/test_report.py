@@ -325,15 +325,9 @@ def test_cli_no_report_writes_none(tmp_path, tiny_backbone, image_folder):
 def test_cli_prune_instructions_report(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    import skdlc._cli as cli
-    from test_instruction import DATA, _tiny_model, _tiny_tokenizer
+    from test_instruction import DATA, _tiny_cli
 
-    if "skdlc._cli.instructions" not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", ["skdlc._cli.instructions"])
-    tok = _tiny_tokenizer()
-    model_dir = tmp_path / "tiny"
-    _tiny_model(len(tok)).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    cli, model_dir = _tiny_cli(tmp_path, monkeypatch)
     recs = [dict(r, task=t, instruction=r["instruction"] + " <u>&") for t in ("a", "b") for r in DATA]
     src = tmp_path / "data.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
