@@ -254,7 +254,7 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     grouping = find_instruction_groups([{k: v for k, v in r.items() if k not in ("category", "split")}
-                            for r in pool])
+                                        for r in pool])
     tasks = np.array([r["category"] for r in pool])
     timings["grouping_s"] = time.perf_counter() - t
     print(f"broken pairs estimated {grouping.describe()}", flush=True)

@@ -14,11 +14,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._jsonl import _lines
+from ._jsonl import _BOM, _lines
 
-__all__ = ["CsvRecords", "read_csv_records", "BOM"]
-
-BOM = b"\xef\xbb\xbf"
+__all__ = ["CsvRecords", "read_csv_records"]
 
 
 @dataclass
@@ -80,7 +78,7 @@ def read_csv_records(path: str | Path, delimiter: str = ",") -> CsvRecords:
     """
     path = Path(path)
     data = path.read_bytes()
-    offset = len(BOM) if data.startswith(BOM) else 0
+    offset = len(_BOM) if data.startswith(_BOM) else 0
     feed = _LineFeed(path, data, offset)
     reader = csv.reader(iter(feed), delimiter=delimiter, strict=True)
     columns: list[str] | None = None

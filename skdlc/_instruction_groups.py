@@ -202,8 +202,8 @@ def cluster_prompts(texts: Sequence[str], *, random_state: int = 0) -> Instructi
 
 
 def find_instruction_groups(records: Sequence[dict], *, instruction_field: str = "instruction",
-                input_field: str = "input", output_field: str = "output",
-                method: str = "auto", random_state: int = 0) -> InstructionGroups:
+                            input_field: str = "input", output_field: str = "output",
+                            method: str = "auto", random_state: int = 0) -> InstructionGroups:
     """Groups for the broken-pair estimate: a category-like field, else prompt clusters.
 
     Parameters

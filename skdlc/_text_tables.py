@@ -107,8 +107,7 @@ def _csv(path: Path, kind: str) -> TextTable:
 
 
 def _jsonl(path: Path) -> TextTable:
-    from ._csv_records import BOM
-    from ._jsonl import read_jsonl
+    from ._jsonl import _BOM, read_jsonl
 
     data = read_jsonl(path)
     columns: dict[str, None] = {}
@@ -116,7 +115,7 @@ def _jsonl(path: Path) -> TextTable:
         columns.update(dict.fromkeys(r))
     return TextTable("jsonl", path, list(columns), lambda c: [r.get(c) for r in data.records],
                      list(data.line_numbers), "line", raw=list(data.raw_bytes),
-                     head=BOM if data.bom else b"")
+                     head=_BOM if data.bom else b"")
 
 
 def _parquet(path: Path) -> TextTable:

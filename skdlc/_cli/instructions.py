@@ -189,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
     if category is None:
         from .._instruction_groups import find_instruction_groups
 
-        grouping = find_instruction_groups(data.records, instruction_field=args.instruction_field,
-                               input_field=args.input_field, output_field=args.output_field,
-                               method=args.grouping, random_state=args.seed)
+        grouping = find_instruction_groups(
+            data.records, instruction_field=args.instruction_field, input_field=args.input_field,
+            output_field=args.output_field, method=args.grouping, random_state=args.seed)
         category = grouping.field
     else:
         missing = [ln for r, ln in zip(data.records, data.line_numbers) if category not in r]
