@@ -32,7 +32,9 @@ raw file present:
   1280-d embeddings (rows x classes, 10% wrong labels), time and peak memory (the
   input's size and the stage's own peak apart), in a fresh process each; with
   ``--herding`` also the final selection by herding alone; ``--max-cv-samples`` (0: every
-  row) to check that the choice made on the default sample holds on a larger one.
+  row) and ``--max-cv-classes`` (0: every class) to check that the choice made on the
+  default sample holds on a larger one; ``--score-columns own_class`` hands it the compact
+  ``[embedding | own-class loss]`` of the same draws instead.
 - ``ray``: ``skdlc prune --backend ray`` on a local 2-CPU Ray against the local backend
   on the same folder: the same kept rows? and what the selection receives on the driver.
 
@@ -50,13 +52,18 @@ Reproduce (the commands that made benchmarks/results/scaling.md)::
     $S --stage check --sizes 2000; $S --stage check --sizes 2000 --before $B
     $S --stage prune --sizes 1000 30000 --image-size 64
     $S --stage prune --sizes 1000 --image-size 64 --before $B
-    # this session (2026-12-06), code after only:
+    # 2026-12-06, before the class cap (raw records marked "earlier"; --max-cv-classes
+    # and --score-columns did not exist yet: every class compared, per-class input):
     $S --stage selection --rows 100000 --classes 10 --herding
     $S --stage selection --rows 100000 --classes 10 --max-cv-samples 50000
     $S --stage selection --rows 100000 --classes 10 --max-cv-samples 0
     $S --stage selection --rows 1000000 --classes 10 1000 --herding
     $S --stage selection --rows 100000 --classes 1000
     $S --stage selection --rows 100000 --classes 1000 --max-cv-samples 50000
+    # then, with the class cap and the own-class layout:
+    $S --stage selection --rows 100000 --classes 10 1000
+    $S --stage selection --rows 1000000 --classes 1000 --herding --score-columns own_class
+    $S --stage selection --rows 1000000 --classes 10 1000 --herding
     $S --stage epoch --sizes 2000; $S --stage epoch --sizes 400
     $S --stage prune --sizes 10000 --image-size 64
     $S --stage prune --sizes 100000 --image-size 64
@@ -426,6 +433,7 @@ def stage_herding(args) -> dict:
 
 # ----------------------------------------------------------------------------- selection
 _SELECTION_CHILD = r"""
+import hashlib
 import numpy as np
 n, k, d = cfg["rows"], cfg["classes"], 1280
 rng = np.random.default_rng(0)
@@ -435,16 +443,18 @@ y = np.where(flip, (y_true + rng.integers(1, max(k, 2), n)) % k, y_true)
 # class means 5 noise sd apart at 10 classes (a probe is not at its ceiling), further
 # apart with more classes (each has fewer rows in the comparison's sample)
 means = rng.standard_normal((k, d), dtype=np.float32) * np.float32(0.1 * np.sqrt(k / 10))
-# [embedding | per-class losses], float32, written block by block (no full-size temporary):
-# the embedding follows the true class; the own-label loss is higher for wrong labels
-Xt = np.empty((n, d + k), dtype=np.float32)
+# [embedding | per-class losses] (or [embedding | own-class loss]: the same draws, the
+# own column kept), float32, written block by block (no full-size temporary): the
+# embedding follows the true class; the own-label loss is higher for wrong labels
+own_only = cfg["score_columns"] == "own_class"
+Xt = np.empty((n, d + (1 if own_only else k)), dtype=np.float32)
 for a in range(0, n, 65536):
     b = min(n, a + 65536)
     Xt[a:b, :d] = rng.standard_normal((b - a, d), dtype=np.float32)
     Xt[a:b, :d] += means[y_true[a:b]]
-    L = Xt[a:b, d:]
-    L[:] = rng.random((b - a, k), dtype=np.float32) + 1.0
+    L = rng.random((b - a, k), dtype=np.float32) + 1.0
     L[np.arange(b - a), y[a:b]] = (rng.gamma(2.0, 0.25, b - a) + 2.0 * flip[a:b]).astype(np.float32)
+    Xt[a:b, d:] = L[np.arange(b - a), y[a:b], None] if own_only else L
 del L
 data_rss = hwm()
 try:
@@ -463,16 +473,25 @@ def herding():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     t = time.perf_counter()
-    FlexRandSampler(0.3, strategy="herding").fit(Xt, y)
+    FlexRandSampler(0.3, strategy="herding", score_columns=cfg["score_columns"]).fit(Xt, y)
     return {"herding_s": time.perf_counter() - t, "herding_peak_rss": hwm()}
 
 t = time.perf_counter()
-s = SelectionSampler(keep_ratio=0.3, random_state=0, max_cv_samples=cfg["max_cv_samples"] or None).fit(Xt, y)
+opts = {"score_columns": cfg["score_columns"]} if own_only else {}
+if cfg["max_cv_classes"] != 100:  # (the code before the class cap has no such parameter)
+    opts["max_cv_classes"] = cfg["max_cv_classes"] or None
+s = SelectionSampler(keep_ratio=0.3, random_state=0, max_cv_samples=cfg["max_cv_samples"] or None,
+                     **opts).fit(Xt, y)
 t_fit = time.perf_counter() - t
 r = s.cv_results_
 print("RESULT " + json.dumps({"rows": n, "classes": k, "fit_s": t_fit, "kept": int(len(s.sample_indices_)),
                               "chosen": candidate_name(s.best_params_), "strategy": s.strategy_,
                               "n_cv_samples": int(s.n_cv_samples_), "max_cv_samples": cfg["max_cv_samples"],
+                              "max_cv_classes": cfg["max_cv_classes"] or None,
+                              "cv_classes": int(getattr(s, "n_cv_classes_", k)),
+                              "score_columns": cfg["score_columns"],
+                              "kept_sha1": hashlib.sha1(np.asarray(s.sample_indices_, np.int64).tobytes()).hexdigest(),
+                              "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "input_bytes": int(Xt.nbytes), "data_rss": data_rss, "base_rss": base,
                               "peak_rss": hwm(), "kept_wrong_labels": float(flip[s.sample_indices_].mean()),
                               "table": {c: float(m) for c, m in zip(r["candidate"], r["mean_test_score"])},
@@ -486,15 +505,18 @@ def stage_selection(args) -> dict:
     out = {}
     for n in args.rows:
         for k in args.classes:
-            res = _child(_SELECTION_CHILD, {"repo": str(ROOT), "rows": n, "classes": k,
+            res = _child(_SELECTION_CHILD, {"repo": str(args.before or ROOT), "rows": n, "classes": k,
                                             "max_cv_samples": args.max_cv_samples,
+                                            "max_cv_classes": args.max_cv_classes,
+                                            "score_columns": args.score_columns,
                                             "herding": args.herding},
                          f"selection at {n} rows")
+            res["code"] = "before" if args.before else "after"
             print(f"selection {n} rows x {k} classes (cv on {res['n_cv_samples']} rows): {res['fit_s']:.1f} s, "
                   f"input {res['input_bytes'] / 2**30:.2f} GiB, stage peak {res['peak_rss'] / 2**30:.2f} GiB "
                   f"(above the input: {(res['peak_rss'] - res['base_rss']) / 2**30:.2f} GiB), "
                   f"chosen {res['chosen']}", flush=True)
-            out[f"{n}|{k}|{args.max_cv_samples}"] = res
+            out[f"{res['code']}|{n}|{k}|{args.max_cv_samples}|{args.max_cv_classes}|{args.score_columns}"] = res
     return out
 
 
@@ -565,37 +587,69 @@ def _gib(b) -> str:
     return f"{b / 2**30:.2f}"
 
 
+def _is_default(r: dict) -> bool:
+    """Measured with today's code at the default sample (10,000 rows, at most 100 classes)."""
+    return r["code"] == "after" and r["max_cv_samples"] == 10000 and r["max_cv_classes"] == 100
+
+
+def _compared_classes(r: dict) -> str:
+    return "all" if r.get("cv_classes") in (None, r["classes"]) else f"{r['cv_classes']:,}"
+
+
+def _selection_agreement(sel: dict) -> list[tuple]:
+    """(rows, classes, default record, larger record) for every larger comparison of a default."""
+    pairs = []
+    for small in sel.values():
+        if not (_is_default(small) and small["score_columns"] == "per_class"):
+            continue
+        for big in sel.values():
+            if (big["rows"], big["classes"]) == (small["rows"], small["classes"]) and \
+                    big["n_cv_samples"] > small["n_cv_samples"] + 1000:
+                pairs.append((small["rows"], small["classes"], small, big))
+    return sorted(pairs, key=lambda p: (p[0], p[1], p[3]["n_cv_samples"]))
+
+
 def _selection_section(sel: dict) -> list[str]:
     lines = ["## Selection stage alone (`SelectionSampler(keep_ratio=0.3).fit`, synthetic 1280-d)", "",
-             "Synthetic `[embedding | per-class losses]` in float32, as `skdlc.prune` lays it out: a 1280-d "
+             "Synthetic `[embedding | per-class losses]` in float32, as `skdlc.prune` lays it out (layout "
+             "`own_class`: the same draws as `[embedding | own-class loss]`, with "
+             "`score_columns='own_class'`): a 1280-d "
              "Gaussian embedding around per-class means (5 noise standard deviations apart at 10 classes, "
              "x sqrt(classes/10) beyond), 10% of the labels wrong, the own-label loss higher for wrong labels. "
              "Each size in a fresh process. Input: the array's size; stage peak: the process's peak RSS during "
              "`fit` (reset after the data were made), and above the input: that peak minus the RSS before `fit`. "
-             "Seconds: the whole `fit` (cross-validation on a stratified sample of `max_cv_samples` rows, then "
-             "the chosen candidate selects from every row); herding s: the costliest final step alone "
-             "(`FlexRandSampler(strategy='herding')` on every row), whatever was chosen.", "",
-             "| rows | classes | CV rows | seconds | herding s | chosen | kept wrong labels | input GiB | "
-             "stage peak GiB | above the input GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(sel, key=lambda k: (sel[k]["rows"], sel[k]["classes"], sel[k]["n_cv_samples"])):
-        r = sel[key]
+             "Seconds: the whole `fit` (cross-validation on a stratified sample of `max_cv_samples` rows from "
+             "at most `max_cv_classes` classes drawn at random, then the chosen candidate selects from every "
+             "row); herding s: the costliest final step alone "
+             "(`FlexRandSampler(strategy='herding')` on every row), whatever was chosen. Code 'earlier': "
+             "before the class cap (`max_cv_classes`, default 100), every class compared; at 10 classes "
+             "the cap changes nothing.", "",
+             "| measured | code | rows | classes | layout | CV rows | CV classes | seconds | herding s | chosen | "
+             "kept wrong labels | input GiB | stage peak GiB | above the input GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(sel.values(), key=lambda r: (r["rows"], r["classes"], r["code"] != "earlier",
+                                                 r["score_columns"], r["n_cv_samples"]))
+    for r in order:
         herd = f"{r['herding_s']:.1f}" if "herding_s" in r else "not run"
-        lines.append(f"| {r['rows']:,} | {r['classes']:,} | {r['n_cv_samples']:,} | {r['fit_s']:.1f} | {herd} | "
+        lines.append(f"| {r['measured']} | {r['code']} | {r['rows']:,} | {r['classes']:,} | {r['score_columns']} | "
+                     f"{r['n_cv_samples']:,} | {_compared_classes(r)} | {r['fit_s']:.1f} | {herd} | "
                      f"{r['chosen']} | {100 * r['kept_wrong_labels']:.1f}% | {_gib(r['input_bytes'])} | "
                      f"{_gib(r['peak_rss'])} | {_gib(r['peak_rss'] - r['base_rss'])} |")
-    groups = {}
-    for r in sel.values():
-        groups.setdefault((r["rows"], r["classes"]), []).append(r)
+    same = [(a, b) for a in sel.values() for b in sel.values()
+            if _is_default(a) and _is_default(b) and a["score_columns"] == "per_class"
+            and b["score_columns"] == "own_class" and (a["rows"], a["classes"]) == (b["rows"], b["classes"])]
+    for a, b in same:
+        lines += ["", f"{a['rows']:,} x {a['classes']:,}, the two layouts: the same kept rows "
+                  f"({'yes' if a['kept_sha1'] == b['kept_sha1'] else 'NO'}: SHA-1 of the sorted kept indices), "
+                  f"input {_gib(a['input_bytes'])} against {_gib(b['input_bytes'])} GiB."]
     agree = []
-    for (n, k), runs in sorted(groups.items()):
-        runs.sort(key=lambda r: r["n_cv_samples"])
-        big = runs[-1]
+    for n, k, small, big in _selection_agreement(sel):
         sem = big["sem"][big["chosen"]]
-        for r in runs[:-1]:
-            diff = big["table"][big["chosen"]] - big["table"][r["chosen"]]
-            agree.append(f"| {n:,} | {k:,} | {r['n_cv_samples']:,}: {r['chosen']} | {big['n_cv_samples']:,}: "
-                         f"{big['chosen']} | {'yes' if r['chosen'] == big['chosen'] else 'no'} | "
-                         f"{100 * diff:.2f} | {100 * sem:.2f} |")
+        diff = big["table"][big["chosen"]] - big["table"][small["chosen"]]
+        agree.append(f"| {n:,} | {k:,} | {small['n_cv_samples']:,} rows, {_compared_classes(small)} classes: "
+                     f"{small['chosen']} | {big['n_cv_samples']:,} rows, {_compared_classes(big)} classes: "
+                     f"{big['chosen']} | {'yes' if small['chosen'] == big['chosen'] else 'no'} | "
+                     f"{100 * diff:.2f} | {100 * sem:.2f} |")
     if agree:
         lines += ["", "The choice on the default sample against a larger one (the same data and seed). Accuracy "
                   "difference: in the larger comparison's table, its choice's mean accuracy minus that of the "
@@ -610,32 +664,24 @@ def _status() -> list[str]:
     """Issue 18's measurable "Done when" items, met or missed, from the raw files."""
     out = []
     sel = _raw("selection")
-    default = {(r["rows"], r["classes"]): r for r in sel.values() if r.get("max_cv_samples") == 10000}
-    for (n, k), limit in (((100000, 10), 20), ((1000000, 10), 180), ((1000000, 1000), 180)):
-        r = default.get((n, k))
-        if r is None:
+    for (n, k), limit in (((100000, 10), 20), ((100000, 1000), 20), ((1000000, 10), 180), ((1000000, 1000), 180)):
+        runs = [r for r in sel.values() if _is_default(r) and (r["rows"], r["classes"]) == (n, k)]
+        if not runs:
             out.append(f"- selection alone, {n:,} rows x {k:,} classes: not measured")
-            continue
-        ok = r["fit_s"] < limit
-        line = (f"- selection alone, {n:,} rows x {k:,} classes: {r['fit_s']:.1f} s (target < {limit} s: "
-                f"{'met' if ok else 'missed'})")
-        if n >= 1000000:
-            total, own = r["peak_rss"] / 1e9, (r["peak_rss"] - r["base_rss"]) / 1e9
-            line += (f"; peak {total:.2f} GB with the {r['input_bytes'] / 1e9:.2f} GB input held, "
-                     f"{own:.2f} GB of its own (target < 8 GB: {'met' if total < 8 else 'missed'} counting "
-                     f"the input, {'met' if own < 8 else 'missed'} for the stage's own memory)")
-        out.append(line)
-    groups = {}
-    for r in sel.values():
-        groups.setdefault((r["rows"], r["classes"]), []).append(r)
-    for (n, k), runs in sorted(groups.items()):
-        runs.sort(key=lambda r: r["n_cv_samples"])
-        big, small = runs[-1], runs[0]
-        if len(runs) < 2 or small.get("max_cv_samples") != 10000:
-            continue
+        for r in sorted(runs, key=lambda r: r["score_columns"], reverse=True):
+            line = (f"- selection alone, {n:,} rows x {k:,} classes, `{r['score_columns']}` input: {r['fit_s']:.1f} s "
+                    f"(target < {limit} s: {'met' if r['fit_s'] < limit else 'missed'})")
+            if n >= 1000000:
+                total, own = r["peak_rss"] / 1e9, (r["peak_rss"] - r["base_rss"]) / 1e9
+                line += (f"; peak {total:.2f} GB with the {r['input_bytes'] / 1e9:.2f} GB input held, "
+                         f"{own:.2f} GB of its own (target < 8 GB: {'met' if total < 8 else 'missed'} counting "
+                         f"the input, {'met' if own < 8 else 'missed'} for the stage's own memory)")
+            out.append(line)
+    for n, k, small, big in _selection_agreement(sel):
         diff, sem = big["table"][big["chosen"]] - big["table"][small["chosen"]], big["sem"][big["chosen"]]
-        out.append(f"- choice on the default {small['n_cv_samples']:,}-row sample against {big['n_cv_samples']:,} "
-                   f"rows ({n:,} x {k:,}): {small['chosen']} / {big['chosen']} "
+        out.append(f"- choice on the default {small['n_cv_samples']:,}-row sample ({_compared_classes(small)} "
+                   f"classes) against {big['n_cv_samples']:,} rows ({_compared_classes(big)} classes; {n:,} x {k:,}): "
+                   f"{small['chosen']} / {big['chosen']} "
                    f"({'the same' if small['chosen'] == big['chosen'] else 'different'}; accuracy difference "
                    f"{100 * diff:.2f} points against a standard error of {100 * sem:.2f}: "
                    f"{'within' if abs(diff) <= sem else 'beyond'} one standard error)")
@@ -816,6 +862,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, nargs="+", default=[20000])
     ap.add_argument("--classes", type=int, nargs="+", default=[10])
     ap.add_argument("--max-cv-samples", type=int, default=10000, help="selection: 0 for every row")
+    ap.add_argument("--max-cv-classes", type=int, default=100, help="selection: 0 for every class")
+    ap.add_argument("--score-columns", choices=("per_class", "own_class"), default="per_class",
+                    help="selection: [embedding | per-class losses] or [embedding | own-class loss]")
     ap.add_argument("--herding", action="store_true",
                     help="selection: also time the final selection by herding from every row")
     args = ap.parse_args(argv)

@@ -3,24 +3,34 @@
 ``DLCScorer.transform`` returns, per row, optionally the full model's embedding, then
 one loss column per class in sorted class order. Samplers, the one-call
 :func:`skdlc.prune` and the public :func:`skdlc.own_class_scores` read that layout
-through these functions only, so the rule lives in one place.
+through these functions only, so the rule lives in one place. The samplers also read
+the compact ``[embedding | own-class score]`` (``score_columns="own_class"``): with many
+classes, the per-class block is most of the input, and selection reads one entry a row.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["split_columns", "own_class", "class_index"]
+__all__ = ["SCORE_COLUMNS", "split_columns", "own_class", "class_index"]
+
+#: How X ends: one score column per class, or each row's own-class score alone.
+SCORE_COLUMNS = ("per_class", "own_class")
 
 
-def split_columns(X, n_classes: int, *, need_embedding: bool = False):
+def split_columns(X, n_classes: int, *, need_embedding: bool = False,
+                  score_columns: str = "per_class"):
     """``(embedding or None, per_class)`` of a ``(n, [D +] n_classes)`` array.
 
     ``X`` with a single column is one score per row: it is returned as the per-class
     block (one column) and no embedding. ``need_embedding`` raises when there is none.
+    ``score_columns="own_class"``: ``X`` is ``[embedding | own-class score]``; the block
+    returned is its last column.
     """
     n_cols = X.shape[1]
-    if n_cols == 1 and n_classes != 1:
+    if score_columns == "own_class":
+        emb, per_class = (X[:, :-1] if n_cols > 1 else None), X[:, -1:]
+    elif n_cols == 1 and n_classes != 1:
         emb, per_class = None, X
     elif n_cols >= n_classes:
         emb = X[:, : n_cols - n_classes] if n_cols > n_classes else None

@@ -10,7 +10,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
-from ._layout import own_class, split_columns
+from ._layout import SCORE_COLUMNS, own_class, split_columns
 from ._selection import SAMPLER_STRATEGIES, herd_per_group, pca_projection, select_per_group
 
 __all__ = ["FlexRandSampler", "SelectingSampler"]
@@ -92,7 +92,10 @@ class FlexRandSampler(SelectingSampler):
     ``j``-th class of ``np.unique(y)``) and the score of row ``i`` is the entry of its
     own class. That is the output layout of skdlc's ``DLCScorer``: optionally the full
     model's embedding first, then one score column per class in sorted class order.
-    ``X`` with more than one but fewer than ``n_classes`` columns is an error. Only
+    ``X`` with more than one but fewer than ``n_classes`` columns is an error. With
+    ``score_columns="own_class"``, the last column of ``X`` is every row's score (its
+    own class's entry, :func:`skdlc.own_class_scores`) and the columns before it are
+    the embedding: with many classes, an input ``n_classes`` times smaller. Only
     the score entries must be finite; other columns may hold any float (NaN included)
     and are passed through untouched.
 
@@ -154,6 +157,12 @@ class FlexRandSampler(SelectingSampler):
         Seeds the random strategies. Each class gets its own generator, spawned from
         one seed drawn from ``random_state``, so a fixed int gives the same subset on
         every call.
+
+    score_columns : {"per_class", "own_class"}, default="per_class"
+        How ``X`` ends. ``"per_class"``: one score column per class, as
+        ``DLCScorer.transform`` returns (or a single score column). ``"own_class"``:
+        one last column holding each row's own-class score, after the embedding
+        (``np.column_stack([embedding, own_class_scores(Xt, classes, y)])``).
 
     Attributes
     ----------
@@ -230,11 +239,12 @@ class FlexRandSampler(SelectingSampler):
         "n_bins": [Interval(Integral, 1, None, closed="left")],
         "drop_hardest": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
+        "score_columns": [StrOptions(set(SCORE_COLUMNS))],
     }
 
     def __init__(
         self, keep_ratio=0.5, gamma=0.5, *, strategy="flexrand", n_bins=10,
-        drop_hardest=0.0, random_state=None,
+        drop_hardest=0.0, random_state=None, score_columns="per_class",
     ):
         self.keep_ratio = keep_ratio
         self.gamma = gamma
@@ -242,11 +252,12 @@ class FlexRandSampler(SelectingSampler):
         self.n_bins = n_bins
         self.drop_hardest = drop_hardest
         self.random_state = random_state
-
+        self.score_columns = score_columns
 
     def _read_scores(self, X, y_codes, n_classes):
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        emb, per_class = split_columns(X, n_classes, need_embedding=self.strategy == "herding")
+        emb, per_class = split_columns(X, n_classes, need_embedding=self.strategy == "herding",
+                                       score_columns=self.score_columns)
         try:
             scores = own_class(per_class, y_codes).astype(np.float64)
         except (TypeError, ValueError) as exc:
@@ -268,7 +279,7 @@ class FlexRandSampler(SelectingSampler):
 
         self.gamma_, self.gamma_search_ = self.gamma, None
         if self.gamma == "auto":
-            self.gamma_search_ = self._tune_gamma(X, y)
+            self.gamma_search_ = self._tune_gamma(scores, emb, y)
             self.gamma_ = self.gamma_search_.best_gamma
         if self.strategy == "herding":
             idx, counts = herd_per_group(scores, pca_projection(emb), y_codes, classes.size,
@@ -286,14 +297,15 @@ class FlexRandSampler(SelectingSampler):
         self.sampling_strategy_ = dict(n_kept)
         return idx
 
-    def _tune_gamma(self, X, y):
+    def _tune_gamma(self, scores, emb, y):
         from .tuning import GAMMA_STRATEGIES, tune_gamma
 
         if self.strategy not in GAMMA_STRATEGIES:
             raise ValueError(f"gamma='auto' tunes the split of {GAMMA_STRATEGIES}; strategy "
                              f"{self.strategy!r} does not use gamma")
-        return tune_gamma(X, y, keep_ratio=self.keep_ratio, strategy=self.strategy,
-                          random_state=self.random_state)
+        # the scores already read, whatever the layout; the embedding is the probe's input
+        return tune_gamma(scores, y, features=emb, keep_ratio=self.keep_ratio,
+                          strategy=self.strategy, random_state=self.random_state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

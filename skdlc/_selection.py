@@ -486,6 +486,18 @@ def select(scores, n_keep, strategy="flexrand", gamma=0.5, rng=None, *, n_bins=1
 
 
 
+#: The strategies that draw at random (the others ignore ``rng``).
+_DRAWING = ("flexrand", "random", "bins")
+
+
+def group_rows(codes, n_groups: int) -> list[np.ndarray]:
+    """The rows of each group ``0..n_groups-1``, ascending: one sort, not one scan per group."""
+    codes = np.asarray(codes).ravel()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(1, n_groups))
+    return np.split(order, bounds)
+
+
 def select_per_group(scores, codes, n_groups, keep_ratio, strategy="flexrand", gamma=0.5, seed=0, *,
                      n_bins=10, drop_hardest=0.0):
     """:func:`select` within every group (class): the kept rows, sorted, and the count per group.
@@ -495,13 +507,13 @@ def select_per_group(scores, codes, n_groups, keep_ratio, strategy="flexrand", g
     ``numpy.random.SeedSequence(seed)``, so a group's draw does not depend on the others.
     """
     scores = np.asarray(scores)
-    codes = np.asarray(codes)
     seeds = np.random.SeedSequence(seed).spawn(n_groups)
+    draws = strategy in _DRAWING
     kept, counts = [], []
-    for k in range(n_groups):
-        rows = np.flatnonzero(codes == k)
+    for k, rows in enumerate(group_rows(codes, n_groups)):
         m = n_to_keep(rows.size, keep_ratio)
-        kept.append(rows[select(scores[rows], m, strategy, gamma, np.random.default_rng(seeds[k]),
+        rng = np.random.default_rng(seeds[k]) if draws else None  # a Generator costs 20 us
+        kept.append(rows[select(scores[rows], m, strategy, gamma, rng,
                                 n_bins=n_bins, drop_hardest=drop_hardest)])
         counts.append(m)
     idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.intp)
@@ -691,10 +703,8 @@ def _check_finite_features(F) -> None:
 
 def herd_per_group(scores, Z, codes, n_groups, keep_ratio, *, drop_hardest=0.0):
     """:func:`select_herding` within every group: the kept rows, sorted, and the counts."""
-    codes = np.asarray(codes)
     kept, counts = [], []
-    for k in range(n_groups):
-        rows = np.flatnonzero(codes == k)
+    for rows in group_rows(codes, n_groups):
         m = n_to_keep(rows.size, keep_ratio)
         kept.append(rows[select_herding(scores[rows], Z[rows], m, drop_hardest=drop_hardest)])
         counts.append(m)

@@ -8,9 +8,10 @@ from numbers import Integral, Real
 import numpy as np
 from scipy import sparse
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._layout import split_columns
+from ._layout import SCORE_COLUMNS, split_columns
+from ._selection import group_rows
 from ._sampler import FlexRandSampler, SelectingSampler
 from ._selection_search import (
     GAMMA_STRATEGIES,
@@ -53,6 +54,8 @@ class SelectionSampler(SelectingSampler):
     loss column per class (sorted class order). Kept rows are returned unchanged.
     Without embedding columns (``X`` with only the per-class scores) the probe and
     herding read the score columns instead: weaker, but still a valid comparison.
+    ``score_columns="own_class"`` reads the compact ``[embedding | own-class score]``
+    instead (for many classes, a far smaller input).
 
     Parameters
     ----------
@@ -71,12 +74,22 @@ class SelectionSampler(SelectingSampler):
         The comparison runs on a stratified random sample of at most this many rows
         (the choice of strategy does not need every row); the chosen candidate then
         selects from all rows. ``None``: every row.
+    max_cv_classes : int or None, default=100
+        With more classes than this, the comparison runs on this many of them, drawn
+        at random (the sample's rows then come from those classes only): every
+        strategy selects within each class, so a sample of classes compares them as
+        well as all of them do, with more rows per class (at 1,000 classes and 10,000
+        rows, a fold would train the probe on two or three kept rows a class). The
+        chosen candidate then selects from every class. ``None``: every class.
     probe : estimator or None, default=None
         The classifier that compares subsets, cloned per fit;
         ``None``: :func:`skdlc.tuning.default_probe`.
     random_state : int, RandomState instance or None, default=None
         Folds, the sample and the candidates' draws (one seed shared by every
         candidate, so the comparison is paired).
+    score_columns : {"per_class", "own_class"}, default="per_class"
+        How ``X`` ends, as in :class:`~skdlc.FlexRandSampler`: one score column per
+        class, or one last column with each row's own-class score.
 
     Attributes
     ----------
@@ -97,6 +110,8 @@ class SelectionSampler(SelectingSampler):
         (``pandas.DataFrame(cv_results_)`` is the table).
     n_cv_samples_ : int
         Rows the comparison ran on (0 when it did not run).
+    n_cv_classes_ : int
+        Classes the comparison ran on (0 when it did not run).
     rule_ : str
         The decision, in words (says why when no comparison ran).
     sampler_ : FlexRandSampler
@@ -129,28 +144,34 @@ class SelectionSampler(SelectingSampler):
         "candidates": [list, None],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "max_cv_samples": [Interval(Integral, 10, None, closed="left"), None],
+        "max_cv_classes": [Interval(Integral, 2, None, closed="left"), None],
         "probe": [HasMethods(["fit", "score"]), None],
         "random_state": ["random_state"],
+        "score_columns": [StrOptions(set(SCORE_COLUMNS))],
     }
 
     def __init__(self, keep_ratio=0.5, *, candidates=None, cv=5, max_cv_samples=10000,
-                 probe=None, random_state=None):
+                 max_cv_classes=100, probe=None, random_state=None, score_columns="per_class"):
         self.keep_ratio = keep_ratio
         self.candidates = candidates
         self.cv = cv
         self.max_cv_samples = max_cv_samples
+        self.max_cv_classes = max_cv_classes
         self.probe = probe
         self.random_state = random_state
+        self.score_columns = score_columns
 
 
-    @staticmethod
-    def _search_layout(X, n_classes) -> np.ndarray:
-        """``[embedding | per-class scores]``, dense; without embedding columns the
-        per-class scores stand in for it (the probe and herding read them). ``X`` itself
-        when it already has that layout: no copy of a large embedding."""
+    def _search_layout(self, X, n_classes) -> np.ndarray:
+        """``[embedding | scores]`` (per class, or the own class's), dense; without
+        embedding columns the scores stand in for it (the probe and herding read them).
+        ``X`` itself when it already has that layout: no copy of a large embedding."""
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        emb, per_class = split_columns(X, n_classes)
-        if emb is None or per_class.shape[1] != n_classes:
+        emb, per_class = split_columns(X, n_classes, score_columns=self.score_columns)
+        if self.score_columns == "own_class":
+            if emb is None:
+                X = np.hstack([per_class, per_class]).astype(np.float32)
+        elif emb is None or per_class.shape[1] != n_classes:
             if per_class.shape[1] != n_classes:  # one score per row: the same at every class
                 per_class = np.repeat(per_class, n_classes, axis=1)
             X = np.hstack([per_class if emb is None else emb, per_class]).astype(np.float32)
@@ -178,16 +199,18 @@ class SelectionSampler(SelectingSampler):
         Xs = self._search_layout(X, classes.size)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        results, best, rule, n_cv = self._search(Xs, codes, classes.size, cands, rng, seed)
+        results, best, rule, cv_rows = self._search(Xs, codes, classes.size, cands, rng, seed)
         params = dict(cands[best]) if best is not None else {"strategy": "random"}
-        sampler = FlexRandSampler(self.keep_ratio, random_state=seed, **params).fit(Xs, y)
+        sampler = FlexRandSampler(self.keep_ratio, random_state=seed, score_columns=self.score_columns,
+                                  **params).fit(Xs, y)
         self.sampler_ = sampler
         self.best_params_ = params
         self.best_index_ = best
         self.strategy_ = params["strategy"]
         self.cv_results_ = results
         self.rule_ = rule
-        self.n_cv_samples_ = n_cv
+        self.n_cv_samples_ = cv_rows.size
+        self.n_cv_classes_ = np.unique(codes[cv_rows]).size
         self.sample_indices_ = sampler.sample_indices_
         self.scores_ = sampler.scores_
         self.n_kept_per_class_ = sampler.n_kept_per_class_
@@ -195,7 +218,7 @@ class SelectionSampler(SelectingSampler):
         return self.sample_indices_
 
     def _search(self, X, codes, n_classes, cands, rng, seed):
-        """Cross-validate the candidates: (cv_results_, chosen index, rule, rows used)."""
+        """Cross-validate the candidates: (cv_results_, chosen index, rule, the rows used)."""
         from sklearn.model_selection import StratifiedKFold
 
         counts = np.bincount(codes, minlength=n_classes)
@@ -219,7 +242,7 @@ class SelectionSampler(SelectingSampler):
             nan = np.full(len(cands), np.nan)
             table.update(mean_test_score=nan, std_test_score=nan, sem_test_score=nan,
                          chosen=np.arange(len(cands)) == ref)
-            return table, (ref if self.keep_ratio < 1 else None), why, 0
+            return table, (ref if self.keep_ratio < 1 else None), why, np.zeros(0, dtype=np.intp)
 
         rows = self._cv_rows(codes, counts, n_folds, rng)
         small = np.flatnonzero(counts < n_folds)
@@ -228,7 +251,7 @@ class SelectionSampler(SelectingSampler):
         splits = list(folds.split(np.zeros(len(rows)), sub_codes))
         self._warn_small(sub_codes[splits[0][1]])
         res = run_search(X[rows], sub_codes, n_classes, self.keep_ratio, cands, splits,
-                         probe=self.probe, random_state=seed)
+                         probe=self.probe, random_state=seed, score_columns=self.score_columns)
         sem = res["std_test_score"] * np.sqrt(n_folds / (n_folds - 1)) / np.sqrt(n_folds)
         best = one_standard_error(res, cands)
         table.update({k: v for k, v in res.items() if k.startswith(("split", "mean_test", "std_test"))})
@@ -236,22 +259,31 @@ class SelectionSampler(SelectingSampler):
         table["chosen"] = np.arange(len(cands)) == best
         rule = (f"simplest candidate within one standard error of the best mean {n_folds}-fold "
                 f"accuracy (random is the simplest), on {len(rows)} rows")
+        n_compared = np.unique(sub_codes).size
+        if n_compared < np.count_nonzero(counts >= n_folds):
+            rule += f" of {n_compared} classes drawn at random (max_cv_classes)"
         if small.size:
             rule += (f"; {small.size} class(es) with fewer than {n_folds} rows left out of the "
                      "comparison (they keep their share)")
-        return table, best, rule, len(rows)
+        return table, best, rule, rows
 
     def _cv_rows(self, codes, counts, n_folds, rng) -> np.ndarray:
-        """Rows of the classes big enough for the folds, stratified down to ``max_cv_samples``."""
+        """Rows of the classes big enough for the folds (at most ``max_cv_classes`` of
+        them, drawn at random), stratified down to ``max_cv_samples``."""
         big = counts >= n_folds
+        if self.max_cv_classes is not None and big.sum() > self.max_cv_classes:
+            drawn = rng.choice(np.flatnonzero(big), size=self.max_cv_classes, replace=False)
+            big = np.zeros_like(big)
+            big[drawn] = True
         rows = np.flatnonzero(big[codes])
         cap = self.max_cv_samples
         if cap is None or rows.size <= cap:
             return rows
         share = cap / rows.size
         picked = []
+        groups = group_rows(codes, len(counts))
         for k in np.flatnonzero(big):
-            r = np.flatnonzero(codes == k)
+            r = groups[k]
             m = max(n_folds, int(round(share * r.size)))
             picked.append(rng.choice(r, size=min(m, r.size), replace=False))
         return np.sort(np.concatenate(picked))
@@ -268,7 +300,8 @@ class SelectionSampler(SelectingSampler):
             )
 
     def summary(self) -> dict:
-        """JSON-ready: ``{"strategy", "gamma", "params", "rule", "n_cv_samples", "table"}``.
+        """JSON-ready: ``{"strategy", "gamma", "params", "rule", "n_cv_samples", "n_cv_classes",
+        "cross_validated", "table"}``.
 
         ``table`` holds one dict per candidate (``candidate``, ``strategy``, ``gamma``,
         ``drop_hardest``, ``complexity``, ``mean``, ``sem``, ``fold_0``..., ``chosen``);
@@ -291,7 +324,8 @@ class SelectionSampler(SelectingSampler):
         p = self.best_params_
         gamma = float(p.get("gamma", 0.5)) if p["strategy"] in GAMMA_STRATEGIES else None
         return {"strategy": p["strategy"], "gamma": gamma, "params": dict(p), "rule": self.rule_,
-                "n_cv_samples": int(self.n_cv_samples_), "cross_validated": self.n_cv_samples_ > 0,
+                "n_cv_samples": int(self.n_cv_samples_), "n_cv_classes": int(self.n_cv_classes_),
+                "cross_validated": self.n_cv_samples_ > 0,
                 "table": rows}
 
     def __sklearn_tags__(self):

@@ -140,29 +140,37 @@ def one_standard_error(cv_results: dict, candidates: list[dict]) -> int:
 
 
 def run_search(X, codes, n_classes: int, keep_ratio: float, candidates: list[dict], cv, *,
-               probe=None, random_state: int = 0) -> dict:
+               probe=None, random_state: int = 0, score_columns: str = "per_class") -> dict:
     """Cross-validate sampler candidates: a ``cv_results_``-style dict, one entry per candidate.
 
-    ``X`` is ``[embedding | per-class scores]``; ``codes`` the class index of each row;
-    ``cv`` a list of (train, test) index pairs. Per fold the embedding is projected
-    once (:func:`fold_projection`, fitted on the training rows); every candidate
-    (a :class:`FlexRandSampler` setting, drawing with the same seed, so the comparison
-    is paired) prunes the training rows, ``probe`` is fitted on the kept rows'
-    standardised projection and scored on the held-out rows. One projection per fold
-    rather than per candidate: refitting it in a GridSearchCV pipeline for each of the
-    23 candidates made the search 20 times slower.
+    ``X`` is ``[embedding | per-class scores]`` (``score_columns="own_class"``:
+    ``[embedding | own-class score]``); ``codes`` the class index of each row (in
+    ``range(n_classes)``; classes may be absent); ``cv`` a list of (train, test) index
+    pairs. Per fold the embedding is projected once (:func:`fold_projection`, fitted on
+    the training rows); every candidate (a :class:`FlexRandSampler` setting, drawing
+    with the same seed, so the comparison is paired) prunes the training rows,
+    ``probe`` is fitted on the kept rows' standardised projection and scored on the
+    held-out rows. One projection per fold rather than per candidate: refitting it in
+    a GridSearchCV pipeline for each of the 23 candidates made the search 20 times
+    slower.
     """
+    from ._layout import own_class, split_columns
     from ._sampler import FlexRandSampler
 
-    n_emb = X.shape[1] - n_classes
+    emb, block = split_columns(X, n_classes, score_columns=score_columns)
+    # each row's own score, read once: the candidates see [projection | score], which
+    # holds whatever classes a fold's training rows lack
+    own = own_class(block, codes).astype(np.float32)[:, None]
+    n_emb = emb.shape[1]
     acc = np.zeros((len(candidates), len(cv)))
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, te) in enumerate(cv):
             P, scale = fold_projection(X[:, :n_emb], tr)
-            Xf = np.hstack([P, np.asarray(X[:, n_emb:], dtype=np.float32)])
+            Xf = np.hstack([P, own])
             Z = P / scale
             for i, c in enumerate(candidates):
-                kept = tr[FlexRandSampler(keep_ratio, random_state=random_state, **c).fit(
+                kept = tr[FlexRandSampler(keep_ratio, random_state=random_state,
+                                          score_columns="own_class", **c).fit(
                     Xf[tr], codes[tr]).sample_indices_]
                 acc[i, f] = _probe_accuracy(probe, Z[kept], codes[kept], Z[te], codes[te])
     res = {f"split{f}_test_score": acc[:, f] for f in range(len(cv))}

@@ -339,7 +339,7 @@ def test_init_stores_params_and_clone_round_trip():
     sampler = FlexRandSampler(0.3, 0.1, strategy="bins", n_bins=4, random_state=7)
     params = sampler.get_params()
     assert params == dict(keep_ratio=0.3, gamma=0.1, strategy="bins", n_bins=4,
-                          drop_hardest=0.0, random_state=7)
+                          drop_hardest=0.0, random_state=7, score_columns="per_class")
     twin = clone(sampler)
     assert twin is not sampler and twin.get_params() == params
     X, y = _grouped_data()

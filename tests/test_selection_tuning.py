@@ -224,6 +224,76 @@ def test_selection_sampler_subsamples_the_comparison():
     assert len(sub.sample_indices_) == len(full.sample_indices_)
 
 
+def _many_classes(K=150, n_per_class=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(K), n_per_class)
+    emb = rng.normal(size=(len(y), 8)) + rng.normal(size=(K, 8))[y] * 2
+    return emb, rng.random((len(y), K)), y
+
+
+@pytest.mark.filterwarnings("ignore:each cross-validation fold")  # 4 rows a class a fold
+def test_selection_sampler_compares_a_sample_of_classes():
+    emb, per_class, y = _many_classes()
+    X = _layout(emb, per_class, y)
+    capped = SelectionSampler(0.5, cv=3, random_state=0).fit(X, y)
+    assert capped.n_cv_classes_ == 100 and "of 100 classes drawn at random" in capped.rule_
+    assert np.unique(y[capped.sample_indices_]).size == 150  # every class still selects
+    assert capped.summary()["n_cv_classes"] == 100
+    every = SelectionSampler(0.5, cv=3, max_cv_classes=None, random_state=0).fit(X, y)
+    assert every.n_cv_classes_ == 150 and "drawn at random" not in every.rule_
+    assert len(every.sample_indices_) == len(capped.sample_indices_)
+    # at or below the cap, the same comparison as without one
+    few = SelectionSampler(0.5, cv=3, max_cv_classes=150, random_state=0).fit(X, y)
+    assert few.n_cv_classes_ == 150
+    np.testing.assert_array_equal(few.sample_indices_, every.sample_indices_)
+    with pytest.raises(ValueError, match="max_cv_classes"):
+        SelectionSampler(max_cv_classes=1).fit(X, y)
+
+
+@pytest.mark.parametrize("strategy", ["herding", "flexrand", "easy"])
+def test_own_class_layout_selects_what_the_per_class_layout_does(strategy):
+    emb, per_class, y = _many_classes(K=4, n_per_class=30)
+    own = per_class[np.arange(len(y)), y]
+    full = FlexRandSampler(0.3, strategy=strategy, drop_hardest=0.1, random_state=0).fit(
+        _layout(emb, per_class, y), y)
+    compact = FlexRandSampler(0.3, strategy=strategy, drop_hardest=0.1, random_state=0,
+                              score_columns="own_class").fit(np.column_stack([emb, own]), y)
+    np.testing.assert_array_equal(full.sample_indices_, compact.sample_indices_)
+    np.testing.assert_array_equal(full.scores_, compact.scores_)
+
+
+def test_own_class_layout_in_the_selection_sampler_and_gamma_auto():
+    emb, scores, yn = _noisy_problem()
+    compact = np.column_stack([emb, scores])
+    a = _select(emb, scores, yn, 0.4, random_state=0)
+    b = SelectionSampler(0.4, random_state=0, score_columns="own_class").fit(compact, yn)
+    assert a.best_params_ == b.best_params_
+    np.testing.assert_array_equal(a.sample_indices_, b.sample_indices_)
+    np.testing.assert_allclose(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
+    g1 = FlexRandSampler(0.4, gamma="auto", random_state=0).fit(_layout(emb, scores, yn), yn)
+    g2 = FlexRandSampler(0.4, gamma="auto", random_state=0, score_columns="own_class").fit(compact, yn)
+    assert g1.gamma_ == g2.gamma_
+    np.testing.assert_array_equal(g1.sample_indices_, g2.sample_indices_)
+    with pytest.raises(ValueError, match="no embedding columns"):
+        FlexRandSampler(0.4, strategy="herding", score_columns="own_class").fit(scores[:, None], yn)
+
+
+def test_search_reads_own_scores_when_a_fold_lacks_a_class():
+    # the candidates saw only the classes of the fold's training rows: with a class
+    # missing there, the per-class block was once read from the wrong columns
+    from skdlc._selection_search import run_search
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.repeat([0, 1], 40), [2, 2]]
+    per_class = np.full((len(y), 3), np.nan)  # only the own class's entry is a number
+    per_class[np.arange(len(y)), y] = rng.random(len(y))
+    X = np.hstack([rng.normal(size=(len(y), 4)) + y[:, None], per_class])
+    train = np.r_[0:30, 40:70]  # no row of class 2
+    test = np.r_[30:40, 70:82]
+    res = run_search(X, y, 3, 0.5, [{"strategy": "random"}, {"strategy": "easy"}], [(train, test)])
+    assert np.isfinite(res["mean_test_score"]).all()
+
+
 def test_default_candidates_are_valid_sampler_settings():
     for c in default_candidates():
         FlexRandSampler(0.5, **c)._validate_params()
