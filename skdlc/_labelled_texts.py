@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +37,9 @@ class LabelledTexts:
     ----------
     texts : list of str
     labels : ndarray
-        Strings, or integers when every label of a typed input (JSONL, Parquet) is one.
+        Strings, or integers when every label of a typed input (JSONL, Parquet) is one,
+        or every label of a CSV or TSV is an integer written plainly (``pandas.read_csv``
+        reads such a column as integers).
     rows : ndarray of int
         Each text's record in the input (0-based, counting every record read).
     where : list
@@ -101,10 +104,19 @@ def _check_types(values: list, table: TextTable, option: str, name: str, text: b
                              f"{type(v).__name__} ({str(v)[:40]!r}), expected {kind}")
 
 
-def _as_labels(values: list) -> np.ndarray:
-    """Integers when every value is one (JSONL, Parquet), else text (``str(v)``)."""
+#: An integer as written canonically (no sign but "-", no leading zero, no space).
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _as_labels(values: list, untyped: bool) -> np.ndarray:
+    """Integers when every value is one (JSONL, Parquet) or reads as one in canonical
+    form (CSV, TSV: what ``pandas.read_csv`` makes of the column, so the classes, their
+    order and so the kept rows are the same as the DataFrame's; ``untyped``), else text
+    (``str(v)``; a folder's class names stay text, as an image folder's do)."""
     if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         return np.asarray(values, dtype=np.int64)
+    if untyped and values and all(isinstance(v, str) and _INTEGER.fullmatch(v) for v in values):
+        return np.asarray([int(v) for v in values], dtype=np.int64)
     return np.asarray([v if isinstance(v, str) else str(v) for v in values], dtype=str)
 
 
@@ -175,7 +187,7 @@ def read_labelled_texts(data: str | os.PathLike, *, text_column: str | None, lab
     ok = np.ones(len(texts), dtype=bool)
     ok[[i for i, _ in problems]] = False
     rows = np.flatnonzero(ok)
-    out = LabelledTexts([texts[i] for i in rows], _as_labels([labels[i] for i in rows]), rows,
+    out = LabelledTexts([texts[i] for i in rows], _as_labels([labels[i] for i in rows], table.kind in ("csv", "tsv")), rows,
                         [table.where[i] for i in rows], table, list(table.notes),
                         [(table.where[i], r) for i, r in problems])
     dropped = {str(labels[i]) for i, _ in problems if not _missing(labels[i])}

@@ -221,6 +221,31 @@ def test_python_dataframe_and_hf_dataset_keep_the_same_rows_as_the_command_line(
     assert df.iloc[res.kept_indices]["id"].tolist() == cli_rows
 
 
+def test_numeric_csv_labels_are_the_classes_pandas_reads(tmp_path):
+    # labels 2 and 10 sort one way as numbers and the other as text: the command line
+    # reads them as pandas does, so it keeps the rows skdlc.prune(pd.read_csv(...)) keeps
+    rows = [(t, "2" if lab == "pos" else "10") for t, lab in _rows()]
+    head, records = _csv_records(rows)
+    data = tmp_path / "reviews.csv"
+    data.write_bytes(head + b"".join(records))
+    from skdlc._labelled_texts import read_labelled_texts
+
+    assert read_labelled_texts(data, text_column="text").labels.tolist() == [int(v) for _, v in rows]
+    out = tmp_path / "cli"
+    assert _prune(data, out, "--text-column", "text") == 0
+    df = pd.read_csv(data)
+    assert df["label"].dtype.kind == "i"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = skdlc.prune(df, text_column="text", label_column="label", keep_ratio=0.4, random_state=1,
+                          scorer=DLCScorer(TINY_TEXT, mask_ratios=[0.0, 0.3]), verbose=False)
+    assert res.kept_indices.tolist() == _kept_rows(out)
+    # a label written otherwise ("07", "+1", " 3") keeps the column text: no two spellings merge
+    head, records = _csv_records([(t, "07" if lab == "pos" else "7") for t, lab in _rows()])
+    data.write_bytes(head + b"".join(records))
+    assert sorted(set(read_labelled_texts(data, text_column="text").labels.tolist())) == ["07", "7"]
+
+
 def test_hf_dataset_image_column():
     datasets = pytest.importorskip("datasets")
     from PIL import Image
