@@ -169,8 +169,8 @@ class SelectionSampler(SelectingSampler):
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)
         emb, per_class = split_columns(X, n_classes, score_columns=self.score_columns)
         if self.score_columns == "own_class":
-            if emb is None:
-                X = np.hstack([per_class, per_class]).astype(np.float32)
+            if emb is None:  # the stand-in embedding the per-class layout gets, for the same choice
+                X = np.hstack([np.repeat(per_class, n_classes, axis=1), per_class]).astype(np.float32)
         elif emb is None or per_class.shape[1] != n_classes:
             if per_class.shape[1] != n_classes:  # one score per row: the same at every class
                 per_class = np.repeat(per_class, n_classes, axis=1)

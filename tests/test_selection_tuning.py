@@ -276,6 +276,11 @@ def test_own_class_layout_in_the_selection_sampler_and_gamma_auto():
     np.testing.assert_array_equal(g1.sample_indices_, g2.sample_indices_)
     with pytest.raises(ValueError, match="no embedding columns"):
         FlexRandSampler(0.4, strategy="herding", score_columns="own_class").fit(scores[:, None], yn)
+    # scores alone: the same stand-in embedding, so the same choice, in either layout
+    alone = [SelectionSampler(0.4, random_state=0, **kw).fit(scores[:, None], yn)
+             for kw in ({}, {"score_columns": "own_class"})]
+    assert alone[0].best_params_ == alone[1].best_params_
+    np.testing.assert_array_equal(alone[0].sample_indices_, alone[1].sample_indices_)
 
 
 def test_search_reads_own_scores_when_a_fold_lacks_a_class():
