@@ -187,7 +187,8 @@ def read_labelled_texts(data: str | os.PathLike, *, text_column: str | None, lab
     ok = np.ones(len(texts), dtype=bool)
     ok[[i for i, _ in problems]] = False
     rows = np.flatnonzero(ok)
-    out = LabelledTexts([texts[i] for i in rows], _as_labels([labels[i] for i in rows], table.kind in ("csv", "tsv")), rows,
+    kept_labels = _as_labels([labels[i] for i in rows], untyped=table.kind in ("csv", "tsv"))
+    out = LabelledTexts([texts[i] for i in rows], kept_labels, rows,
                         [table.where[i] for i in rows], table, list(table.notes),
                         [(table.where[i], r) for i, r in problems])
     dropped = {str(labels[i]) for i, _ in problems if not _missing(labels[i])}
