@@ -313,12 +313,13 @@ def paper_flexrand(scores, y_pool, Zp, keep, seed):
 
 
 def cv_default(scores, y_pool, E, keep, seed):
-    """The default selection, as skdlc prune runs it: SelectionSampler on [E | scores]."""
-    K = int(np.max(y_pool)) + 1
-    X = np.hstack([np.asarray(E, dtype=np.float32), np.tile(scores[:, None], (1, K))])
+    """The default selection, as skdlc prune runs it: SelectionSampler on the compact float32
+    [E | own-class score] (until 2026-12-06: float64 [E | scores per class]; the kept rows of
+    every cell whose features are cached here are the same either way)."""
+    X = np.column_stack([np.asarray(E, dtype=np.float32), np.asarray(scores, dtype=np.float32)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sampler = SelectionSampler(keep, random_state=seed).fit(X, y_pool)
+        sampler = SelectionSampler(keep, random_state=seed, score_columns="own_class").fit(X, y_pool)
     choice = sampler.cv_results_["candidate"][sampler.best_index_] if sampler.best_index_ is not None else "random"
     return sampler.sample_indices_, {"choice": choice}
 

@@ -62,6 +62,62 @@ def test_prune_result_on_arrays_and_its_output_set(tmp_path):
     assert on_disk["selection"]["strategy"] == res.selection["strategy"]
 
 
+def test_selection_reads_the_compact_float32_input_and_keeps_the_pipeline_rows(monkeypatch):
+    # skdlc.prune hands its sampler [embedding | own-class score] in float32 rather than
+    # DLCScorer.transform's float64 per-class layout: the same rows as that pipeline
+    X, y = _images(n_per_class=(20, 20, 20))
+    seen = {}
+    fit = SelectionSampler.fit
+
+    def recorded(self, Xs, ys):
+        seen.update(dtype=np.asarray(Xs).dtype, shape=np.shape(Xs))
+        return fit(self, Xs, ys)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(SelectionSampler, "fit", recorded)
+        res = skdlc.prune(X, y, keep_ratio=0.4, scorer=DLCScorer(TINY), random_state=2, verbose=False)
+        monkeypatch.undo()
+        Xt = DLCScorer(TINY, embedding=True, random_state=2).fit_transform(X, y)
+        piped = SelectionSampler(0.4, random_state=2).fit(Xt, y)
+    assert seen["dtype"] == np.float32 and seen["shape"] == (60, Xt.shape[1] - 3 + 1)
+    assert res.sampler.score_columns == "own_class"
+    np.testing.assert_array_equal(res.kept_indices, piped.sample_indices_)
+    np.testing.assert_allclose(res.losses, Xt[:, -3:])
+
+
+class _FirstRows:
+    """A sampler of the user's own: keeps each class's first rows, records what it read."""
+
+    def __init__(self, keep_ratio=0.5):
+        self.keep_ratio = keep_ratio
+
+    def get_params(self, deep=True):
+        return {"keep_ratio": self.keep_ratio}
+
+    def set_params(self, **params):
+        self.__dict__.update(params)
+        return self
+
+    def fit(self, X, y):
+        self.seen_ = (np.asarray(X).dtype, np.shape(X))
+        y = np.asarray(y)
+        self.sample_indices_ = np.sort(np.concatenate([
+            np.flatnonzero(y == k)[: int(self.keep_ratio * np.sum(y == k))] for k in np.unique(y)]))
+        return self
+
+
+def test_a_sampler_without_score_columns_gets_the_per_class_layout():
+    X, y = _images(n_per_class=(20, 20, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = skdlc.prune(X, y, keep_ratio=0.5, scorer=DLCScorer(TINY), issues=False, random_state=0,
+                          selection=_FirstRows(), verbose=False)
+        Xt = DLCScorer(TINY, embedding=True, random_state=0).fit_transform(X, y)
+    assert res.sampler.seen_ == (np.float64, Xt.shape)  # [embedding | 3 loss columns], as transform's
+    assert res.kept_indices.tolist() == [*range(10), *range(20, 30), *range(40, 50)]
+
+
 def test_prune_validates_and_does_not_touch_its_arguments():
     X, y = _images()
     scorer = DLCScorer(TINY, embedding=False)
