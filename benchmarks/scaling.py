@@ -191,15 +191,16 @@ def patch(obj, attr, name, after):
         if getattr(mod, "__name__", "").startswith("skdlc") and getattr(mod, attr, None) is orig:
             setattr(mod, attr, new)
 
-ft = skdlc._scorer.DLCScorer.fit_transform
-def fit_transform(self, *a, **k):
+# scoring: the scorer's fit (skdlc.prune calls DLCScorer._fit, as fit_transform does)
+fit_ = skdlc._scorer.DLCScorer._fit
+def _fit(self, *a, **k):
     switch("scoring")
     try:
-        return ft(self, *a, **k)
+        return fit_(self, *a, **k)
     finally:
         counts["forward_batches"] += self.n_forward_batches_
         switch("selection")
-skdlc._scorer.DLCScorer.fit_transform = fit_transform
+skdlc._scorer.DLCScorer._fit = _fit
 import skdlc._backbones
 create = skdlc._backbones.create_backbone
 def create_backbone(*a, **k):  # the command's own backbone build; the scorer's counts as scoring
@@ -579,7 +580,7 @@ def stage_ray(args) -> dict:
         out[f"{n}|{args.image_size or 'default'}"] = {
             "n": n, "image_size": args.image_size, "same_kept": same, "n_kept": n_kept,
             "n_differ": sum(kept["local"][p] != kept["ray"].get(p) for p in kept["local"]),
-            "max_score_diff": diff, **runs}
+            "max_score_diff": diff, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **runs}
     return out
 
 
@@ -854,15 +855,17 @@ def render() -> str:
         lines += ["## `skdlc prune --backend ray` against the local backend", "",
                   "`skdlc prune DATA --keep 0.3 --seed 0 --backend local|ray` (defaults otherwise: calibrated path, "
                   "cross-validated selection), Ray started in the process with 2 CPUs (2 actors). Selection input: "
-                  "what `SelectionSampler.fit` receives on the driver, `DLCScorer.transform`'s `[embedding | "
-                  "per-class losses]` (float64 by that method's contract); the selection stage itself makes no "
-                  "float64 or full-size copy of it (it reads the embedding in float32 blocks of 65,536 rows and "
-                  "herds in a float32 128-d projection).", "",
-                  "| images | px | path (local / ray) | chosen (local / ray) | kept | same kept rows | rows that "
-                  "differ | max score difference | selection input on the driver |", "|---|---|---|---|---|---|---|---|---|"]
+                  "what `SelectionSampler.fit` receives on the driver: `DLCScorer.transform`'s float64 `[embedding | "
+                  "per-class losses]` in runs measured before 2026-12-06 16:40 UTC, the compact float32 `[embedding | "
+                  "own-class score]` since (`skdlc.prune` no longer stacks the scorer's float32 embedding into a "
+                  "float64 array); the selection stage itself makes no float64 or full-size copy of it (it reads the "
+                  "embedding in float32 blocks of 65,536 rows and herds in a float32 128-d projection).", "",
+                  "| measured | images | px | path (local / ray) | chosen (local / ray) | kept | same kept rows | rows "
+                  "that differ | max score difference | selection input on the driver |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in ray.values():
             si = r["ray"]["selection_input"]
-            lines.append(f"| {r['n']} | {r['image_size'] or 224} | {r['local']['mask_ratios']} / {r['ray']['mask_ratios']} | "
+            lines.append(f"| {r.get('measured', 'earlier')} | {r['n']} | {r['image_size'] or 224} | {r['local']['mask_ratios']} / {r['ray']['mask_ratios']} | "
                          f"{r['local']['strategy']} / {r['ray']['strategy']} | {r['n_kept']} | "
                          f"{'yes' if r['same_kept'] else 'no'} | {r['n_differ']} | {r['max_score_diff']:.1e} | "
                          f"{si['dtype']} {si['shape'][0]} x {si['shape'][1]} ({si['bytes'] / 2**20:.1f} MiB) |")

@@ -259,15 +259,13 @@ class PruneResult:
 
 
 def _score(scorer, X, y) -> tuple[np.ndarray, np.ndarray]:
-    """``(per-class losses, embedding)`` of a fitted-on-X scorer, apart: a DLCScorer's
-    embedding stays float32, never stacked into ``transform``'s float64 array (at
+    """Fit ``scorer`` on ``X, y``: ``(per-class losses, embedding)``, apart. A DLCScorer's
+    embedding stays float32, never stacked into ``fit_transform``'s float64 array (at
     1,000,000 images x 1280-d, 10 GB on the driver instead of 5)."""
     from ._scorer import DLCScorer
 
     if isinstance(scorer, DLCScorer):
-        if y is None:
-            raise ValueError("DLCScorer needs class labels y: prototypes are per class")
-        losses, emb = scorer._fit(X, y, want_losses=True)
+        losses, emb = scorer._fit(X, y, want_losses=True)  # fit_transform without the stacking
         return np.asarray(losses), emb
     Xt = scorer.fit_transform(X, y)
     emb, losses = split_columns(Xt, len(scorer.classes_), need_embedding=True)
