@@ -161,11 +161,10 @@ def run_search(X, codes, n_classes: int, keep_ratio: float, candidates: list[dic
     # each row's own score, read once: the candidates see [projection | score], which
     # holds whatever classes a fold's training rows lack
     own = own_class(block, codes).astype(np.float32)[:, None]
-    n_emb = emb.shape[1]
     acc = np.zeros((len(candidates), len(cv)))
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, te) in enumerate(cv):
-            P, scale = fold_projection(X[:, :n_emb], tr)
+            P, scale = fold_projection(emb, tr)
             Xf = np.hstack([P, own])
             Z = P / scale
             for i, c in enumerate(candidates):

@@ -115,7 +115,8 @@ def stratified_split(y, validation_size=0.2, random_state=None):
 
 
 def _layout_for_search(X, y_codes, n_classes, features) -> np.ndarray:
-    """``[features | per-class scores]``, the layout the search's sampler and probe read."""
+    """``[features | own-class score]`` (``score_columns="own_class"``), what the search's
+    sampler and probe read."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
@@ -140,8 +141,7 @@ def _layout_for_search(X, y_codes, n_classes, features) -> np.ndarray:
     own = own_class(per_class, y_codes)
     if not np.isfinite(own).all():
         raise ValueError("scores contain NaN or infinity")
-    # one score per row: every class column holds it, so the sampler reads it at any class
-    return np.hstack([emb, np.repeat(own[:, None], n_classes, axis=1)])
+    return np.column_stack([emb, own])
 
 
 @validate_params(
@@ -274,7 +274,8 @@ def tune_gamma(
         )
     _warn_small_validation(y[val], "the validation part")
     seeds = rng.randint(np.iinfo(np.int32).max, size=n_repeats)
-    n_kept = int(FlexRandSampler(keep_ratio, strategy="random").fit(X[train], codes[train]).sample_indices_.size)
+    n_kept = int(FlexRandSampler(keep_ratio, strategy="random", score_columns="own_class")
+                 .fit(X[train], codes[train]).sample_indices_.size)
     acc = np.full((gammas.size, n_repeats), np.nan)
     rand = np.full(n_repeats, np.nan)
     if keep_ratio < 1:
@@ -284,7 +285,7 @@ def tune_gamma(
         # one split; each repeat is the same search with another sampler seed
         for r in tqdm(range(n_repeats), desc="tuning gamma", unit="repeat", disable=not verbose, leave=False):
             res = run_search(X, codes, classes.size, keep_ratio, cands, [(train, val)],
-                             probe=estimator, random_state=int(seeds[r]))
+                             probe=estimator, random_state=int(seeds[r]), score_columns="own_class")
             rand[r] = res["mean_test_score"][0]
             acc[:, r] = res["mean_test_score"][1:]
         mean = acc.mean(axis=1)
